@@ -1,0 +1,17 @@
+// Subcommands of `loom`. Each file cmd_NAME.cpp adds one subcommand to the parser and returns
+// the action to run once the command line is parsed; an action returns the process exit status
+// (0 success, 1 the work failed or the input is wrong, 2 usage errors come from the parser).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace loom::app {
+
+using action = std::function<int()>;
+
+// Registers a subcommand on `app`; when it is the one selected, `selected` is set to its action.
+void add_devices_command(CLI::App& app, action& selected);
+
+}  // namespace loom::app
