@@ -89,7 +89,7 @@ void check_channel_order(const schedule& s, const p2p_plan& plan, diagnostic_lis
     for (std::size_t k = 1; k < ch.messages.size() && !diags.full(); ++k) {
       const p2p_message& before = plan.messages[ch.messages[k - 1]];
       const p2p_message& after = plan.messages[ch.messages[k]];
-      if (after.consumer > before.consumer) continue;
+      if (after.consumer >= before.consumer) continue;  // one action may take two in a row (an F&F pair)
       auto& d = diags.error(s.programs[ch.dst][after.consumer].where,
                             "rank " + std::to_string(ch.dst) + " needs " + describe(s, after) + " before " +
                                 describe(s, before) + ", but rank " + std::to_string(ch.src) +
@@ -112,6 +112,15 @@ void check_feasible(const schedule& s, diagnostic_list& diags) {
   check_channel_order(s, plan, diags);
   if (diags.has_errors()) return;
 
+  // The receive of a message is posted when the receiver starts the action consuming the channel's
+  // previous message; messages consumed by one action are posted together. gate[m]: that action.
+  std::vector<int> gate(plan.messages.size(), -1);
+  for (const auto& ch : plan.channels)
+    for (std::size_t k = 1; k < ch.messages.size(); ++k) {
+      const p2p_message& prev = plan.messages[ch.messages[k - 1]];
+      const p2p_message& cur = plan.messages[ch.messages[k]];
+      gate[ch.messages[k]] = prev.consumer < cur.consumer ? prev.consumer : gate[ch.messages[k - 1]];
+    }
   const int n = s.ranks();
   std::vector<int> next(n, 0);
   // What holds rank r before its next action: the message it cannot yet deliver or receive (-1: none).
@@ -120,9 +129,7 @@ void check_feasible(const schedule& s, diagnostic_list& diags) {
     if (i > 0)
       for (int id : plan.sends[r][i - 1]) {
         const p2p_message& m = plan.messages[id];
-        if (m.sequence == 0) continue;
-        const p2p_message& prev = plan.messages[plan.channels[m.channel].messages[m.sequence - 1]];
-        if (next[m.dst] <= prev.consumer) return id;  // receive not posted yet
+        if (gate[id] >= 0 && next[m.dst] <= gate[id]) return id;  // receive not posted yet
       }
     if (i < static_cast<int>(s.programs[r].size()))
       for (int id : plan.recvs[r][i])
@@ -167,10 +174,9 @@ void check_feasible(const schedule& s, diagnostic_list& diags) {
     const p2p_message& m = plan.messages[id];
     const auto& prog = s.programs[r];
     if (m.src == r) {
-      const p2p_message& prev = plan.messages[plan.channels[m.channel].messages[m.sequence - 1]];
       why = "rank " + std::to_string(r) + " cannot finish sending " + describe(s, m) + " (after " +
             to_string(prog[m.producer]) + "): rank " + std::to_string(m.dst) + " posts that receive only when it starts " +
-            to_string(s.programs[m.dst][prev.consumer]) + ", the consumer of the previous message";
+            to_string(s.programs[m.dst][gate[id]]) + ", the consumer of the channel's previous message";
       return prog[m.producer].where;
     }
     why = "rank " + std::to_string(r) + " cannot start " + to_string(prog[next[r]]) + ": it waits for " + describe(s, m) +

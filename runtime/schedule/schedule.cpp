@@ -25,7 +25,7 @@ const char* to_string(component c) {
 bool is_communication(component c) { return c == component::dispatch || c == component::combine; }
 
 std::string to_string(const recipe_item& item) {
-  std::string out = item.backward ? "b." : "f.";
+  std::string out = item.side == pair_side::b ? "b." : item.side == pair_side::f2 ? "f2." : "f.";
   out += to_string(item.part);
   if (item.weight) out += ".w";
   return out;
@@ -63,7 +63,7 @@ std::size_t schedule::action_count() const {
 bool schedule::forward_only() const {
   for (const auto& prog : programs)
     for (const auto& a : prog)
-      if (a.first.kind != phase::F || a.second) return false;
+      if (a.first.kind != phase::F || (a.second && a.second->kind != phase::F)) return false;
   return true;
 }
 

@@ -29,7 +29,8 @@ struct step {
   friend bool operator==(const step&, const step&) = default;
 };
 
-// What a rank runs next: one step, or an overlapped pair (first is F, second is B or I).
+// What a rank runs next: one step, or an overlapped pair: a forward with a backward (F&B, F&I), or
+// two forwards (F&F, as prefill overlaps two microbatches). The forward comes first.
 struct action {
   step first;
   std::optional<step> second;
@@ -55,14 +56,18 @@ enum class component : std::uint8_t { attn, dispatch, mlp, combine };
 const char* to_string(component c);
 bool is_communication(component c);
 
-// One entry of a recipe stream: "f.attn", "b.mlp", "b.mlp.w" (the weight-gradient part).
+// Which member of a pair a recipe item belongs to: f (the forward), b (the backward of an F&B
+// pair) or f2 (the second forward of an F&F pair).
+enum class pair_side : std::uint8_t { f, b, f2 };
+
+// One entry of a recipe stream: "f.attn", "b.mlp", "b.mlp.w" (the weight-gradient part), "f2.combine".
 struct recipe_item {
-  bool backward = false;
+  pair_side side = pair_side::f;
   component part = component::attn;
   bool weight = false;
   source_loc where;
   friend bool operator==(const recipe_item& a, const recipe_item& b) {
-    return a.backward == b.backward && a.part == b.part && a.weight == b.weight;
+    return a.side == b.side && a.part == b.part && a.weight == b.weight;
   }
 };
 std::string to_string(const recipe_item& item);
@@ -74,7 +79,8 @@ struct recipe_stream {
   source_loc where;
 };
 
-// How the components of an F and a B chunk interleave inside an overlapped pair.
+// How the components of the two members of an overlapped pair interleave. A recipe is for F&B pairs
+// (items f.* and b.*) or for F&F pairs (items f.* and f2.*).
 struct overlap_recipe {
   std::string name;
   std::vector<recipe_stream> streams;
@@ -96,7 +102,8 @@ struct schedule {
   std::vector<pipeline> pipelines;
   std::vector<std::vector<stage_ref>> placement;  // [rank][local chunk]
   std::vector<std::vector<action>> programs;      // [rank]
-  std::optional<overlap_recipe> overlap;
+  std::optional<overlap_recipe> overlap;          // for F&B and F&I pairs
+  std::optional<overlap_recipe> forward_overlap;  // for F&F pairs
   std::optional<expert_policy> experts;
   source_loc where;                    // the schedule's header, for errors about the whole
   std::vector<source_loc> rank_where;  // each rank's program (may be empty), for errors about a rank

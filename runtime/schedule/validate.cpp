@@ -132,8 +132,9 @@ void check_rank(const schedule& s, int r, bool training, diagnostic_list& diags)
   for (int i = 0; i < static_cast<int>(prog.size()) && !diags.full(); ++i) {
     const action& a = prog[i];
     if (a.second) {
-      if (a.first.kind != phase::F || (a.second->kind != phase::B && a.second->kind != phase::I))
-        diags.error(a.where, "an overlapped pair is a forward and a backward (F&B or F&I), not " + to_string(a));
+      if (a.first.kind != phase::F || a.second->kind == phase::W)
+        diags.error(a.where, "an overlapped pair is a forward with a backward (F&B, F&I) or with another forward (F&F), not " +
+                                 to_string(a));
     }
     visit(a.first, i, a, a.is_pair());
     if (a.second) visit(*a.second, i, a, true);

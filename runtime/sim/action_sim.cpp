@@ -29,14 +29,18 @@ expected<action_costs> parse_action_costs(std::string_view text, action_costs c)
     else if (key == "B") c.B = v;
     else if (key == "W") c.W = v;
     else if (key == "FB") c.FB = v;
-    else return unexpected(errc::invalid_argument, "unknown cost kind '" + key + "' (expected F, B, W or FB)");
+    else if (key == "FF") c.FF = v;
+    else return unexpected(errc::invalid_argument, "unknown cost kind '" + key + "' (expected F, B, W, FB or FF)");
   }
   if (c.W > c.B) return unexpected(errc::invalid_argument, "W cannot cost more than B (I costs B - W)");
   return c;
 }
 
 double action_cost(const schedule::action& a, const action_costs& c) {
-  if (a.second) return a.second->kind == phase::I ? c.FB - c.W : c.FB;
+  if (a.second) {
+    if (a.second->kind == phase::F) return c.pair_of_forwards();
+    return a.second->kind == phase::I ? c.FB - c.W : c.FB;
+  }
   switch (a.first.kind) {
     case phase::F: return c.F;
     case phase::B: return c.B;

@@ -2,7 +2,7 @@
 // one at a time; an action starts when the rank is free and its inputs exist. F of stage s needs F
 // of stage s-1 (same pipeline and microbatch); B or I of stage s needs F of stage s and the gradient
 // from stage s+1; W needs its I. Costs are per kind: I costs B - W, an F&B pair costs FB, an F&I pair
-// FB - W. Links have zero latency. Idle time of a rank = makespan - its busy time.
+// FB - W, an F&F pair FF (2F unless given). Links have zero latency. Idle time = makespan - busy time.
 #pragma once
 
 #include <string_view>
@@ -15,9 +15,11 @@ namespace loom::sim {
 
 struct action_costs {
   double F = 1, B = 2, W = 1, FB = 3;
+  double FF = -1;  // an F&F pair; negative: 2 * F
+  double pair_of_forwards() const { return FF < 0 ? 2 * F : FF; }
 };
 
-// "F=1,B=2,W=1,FB=3"; keys may come in any order and be left out (they keep their defaults).
+// "F=1,B=2,W=1,FB=3[,FF=2]"; keys may come in any order and be left out (they keep their defaults).
 expected<action_costs> parse_action_costs(std::string_view text, action_costs base = {});
 
 struct span {
