@@ -1,5 +1,7 @@
 #include "support/error.hpp"
 
+#include <ostream>
+
 namespace loom {
 
 std::string_view to_string(errc code) noexcept {
@@ -19,6 +21,8 @@ std::string_view to_string(errc code) noexcept {
   }
   return "unknown";
 }
+
+std::ostream& operator<<(std::ostream& out, errc code) { return out << to_string(code); }
 
 std::string error::to_string() const {
   std::string out{loom::to_string(code)};

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,7 @@ enum class errc : std::uint8_t {
 
 // A short stable name for each code, used in JSON reports and logs ("parse_error").
 std::string_view to_string(errc code) noexcept;
+std::ostream& operator<<(std::ostream& out, errc code);
 
 struct error {
   errc code = errc::internal;

@@ -13,5 +13,12 @@ using action = std::function<int()>;
 
 // Registers a subcommand on `app`; when it is the one selected, `selected` is set to its action.
 void add_devices_command(CLI::App& app, action& selected);
+void add_rebalance_command(CLI::App& app, action& selected);
+void add_check_command(CLI::App& app, action& selected);
+void add_compile_command(CLI::App& app, action& selected);
+void add_sim_command(CLI::App& app, action& selected);
+void add_run_command(CLI::App& app, action& selected);
+void add_plot_command(CLI::App& app, action& selected);
+void add_convert_command(CLI::App& app, action& selected);
 
 }  // namespace loom::app

@@ -14,7 +14,14 @@ int main(int argc, char** argv) {
                                         (loom::built_with_nccl ? ", nccl)" : ")"));
 
   loom::app::action selected;
+  loom::app::add_run_command(app, selected);
+  loom::app::add_check_command(app, selected);
+  loom::app::add_compile_command(app, selected);
+  loom::app::add_sim_command(app, selected);
+  loom::app::add_plot_command(app, selected);
+  loom::app::add_convert_command(app, selected);
   loom::app::add_devices_command(app, selected);
+  loom::app::add_rebalance_command(app, selected);
 
   try {
     app.parse(argc, argv);

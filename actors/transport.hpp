@@ -1,0 +1,81 @@
+// The data plane as actors see it: a transport moves tagged payloads between ranks.
+//
+// A transport is a small table of operations over an opaque state, in the manner of NCCL's
+// transports, so that `local` (one process), `ucx` and `nccl` can stand behind the same actors.
+// Sends are buffered and complete at once from the sender's view; a receive names its source and
+// tag and completes through a callback, on whatever thread delivers the data. Callbacks must only
+// hand the payload to an actor (a message), never run actor code themselves.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/expected.hpp"
+
+namespace loom::actors {
+
+// What travels: float rows, doubles (gradient sums), integers (counts).
+struct payload {
+  std::vector<float> f;
+  std::vector<double> d;
+  std::vector<std::int32_t> i;
+  std::size_t bytes() const { return f.size() * 4 + d.size() * 8 + i.size() * 4; }
+};
+
+// Identifies one message between two ranks within a step; both sides build it from the same facts.
+enum class traffic : std::uint8_t {
+  pipeline_activation, pipeline_gradient, dispatch, combine, dispatch_backward, combine_backward, grad_sync, control
+};
+
+struct tag {
+  traffic kind = traffic::control;
+  std::uint16_t pipeline = 0;
+  std::uint16_t stage = 0;
+  std::uint16_t layer = 0;
+  std::uint32_t microbatch = 0;
+  std::uint64_t pack() const {
+    return (static_cast<std::uint64_t>(kind) << 56) | (static_cast<std::uint64_t>(pipeline & 0xff) << 48) |
+           (static_cast<std::uint64_t>(stage & 0xfff) << 36) | (static_cast<std::uint64_t>(layer & 0xfff) << 24) |
+           (microbatch & 0xffffffu);
+  }
+};
+
+using receive_callback = std::function<void(expected<payload>)>;
+
+// The operations of one transport. `state` is the transport's own; `self` is the calling rank.
+struct transport_ops {
+  const char* name;
+  // Queues `data` for rank `peer`; never blocks. An error means the peer is unreachable.
+  expected<void> (*send)(void* state, int self, int peer, std::uint64_t tag, payload data);
+  // Calls `done` once the matching payload from `peer` has arrived (possibly at once).
+  void (*receive)(void* state, int self, int peer, std::uint64_t tag, receive_callback done);
+  // Fails every pending receive of every rank with `why` (the experiment is being torn down).
+  void (*abort)(void* state, const loom::error& why);
+};
+
+// A rank's handle on a transport.
+class transport {
+ public:
+  transport() = default;
+  transport(const transport_ops* ops, std::shared_ptr<void> state, int rank, int size)
+      : ops_(ops), state_(std::move(state)), rank_(rank), size_(size) {}
+
+  expected<void> send(int peer, tag t, payload data) const { return ops_->send(state_.get(), rank_, peer, t.pack(), std::move(data)); }
+  void receive(int peer, tag t, receive_callback done) const { ops_->receive(state_.get(), rank_, peer, t.pack(), std::move(done)); }
+  void abort(const loom::error& why) const { ops_->abort(state_.get(), why); }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const char* name() const { return ops_ ? ops_->name : "none"; }
+  bool valid() const { return ops_ != nullptr; }
+
+ private:
+  const transport_ops* ops_ = nullptr;
+  std::shared_ptr<void> state_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace loom::actors

@@ -1,0 +1,69 @@
+// The parameters of a stage: a flat list of named tensors with their gradients and AdamW state.
+//
+// Names are logical ("layer3.attn.wqkv", "layer3.expert5.w1", "embed"), identical on every copy of a
+// stage, so gradient sums across copies and expert-parallel ranks match tensors by name. Values are
+// initialised from (seed, name) alone: every placement of the model starts from the same weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/model/config.hpp"
+
+namespace loom::model {
+
+struct param {
+  std::string name;
+  std::vector<float> value;
+  std::vector<double> grad;  // summed over the step's microbatches in double: order-independent
+  std::vector<float> m, v;   // AdamW moments
+  bool replicated = false;   // every rank of an expert-parallel group holds a copy
+  bool decay = true;         // weight decay applies (not to norm gains and biases)
+  bool trainable = true;     // the router bias is updated by load, not by gradient
+};
+
+// Index of each tensor of one layer in a param_set.
+struct layer_slots {
+  int norm1 = -1, wqkv = -1, wo = -1, norm2 = -1, router = -1, router_bias = -1;
+  int shared_w1 = -1, shared_w3 = -1, shared_w2 = -1;
+  int first_expert = 0;           // global id of this rank's first expert
+  std::vector<int> expert_w1, expert_w3, expert_w2;  // this rank's experts, in order
+};
+
+struct edge_slots {
+  int embed = -1;       // first stage
+  int final_norm = -1;  // last stage
+  int head = -1;        // last stage
+};
+
+class param_set {
+ public:
+  // The tensors of logical layers [first_layer, first_layer + layers) for one expert-parallel rank,
+  // plus the embedding (first stage) and the head (last stage).
+  param_set(const model_shape& shape, const ep_layout& ep, int first_layer, int layers, bool first_stage, bool last_stage,
+            std::uint64_t seed);
+
+  std::vector<param>& all() { return params_; }
+  const std::vector<param>& all() const { return params_; }
+  param& at(int slot) { return params_[slot]; }
+  const param& at(int slot) const { return params_[slot]; }
+  const layer_slots& layer(int local_layer) const { return layers_[local_layer]; }
+  int layers() const { return static_cast<int>(layers_.size()); }
+  const edge_slots& edges() const { return edges_; }
+
+  void zero_grads();
+  std::size_t bytes() const;  // values, gradients and optimizer state
+
+ private:
+  int add(std::string name, std::size_t size, bool replicated, bool decay, float init, std::uint64_t seed);
+  std::vector<param> params_;
+  std::vector<layer_slots> layers_;
+  edge_slots edges_;
+};
+
+// Deterministic initial values: uniform in [-scale * sqrt(3), scale * sqrt(3)] (std = scale) from
+// (seed, name); scale 0 gives zeros and a negative scale gives -scale everywhere (norm gains = 1).
+void init_tensor(std::vector<float>& t, const std::string& name, std::uint64_t seed, float scale);
+
+}  // namespace loom::model
