@@ -30,16 +30,17 @@ std::string describe(const schedule& s, const p2p_message& m) {
 
 p2p_plan plan_p2p(const schedule& s, const step_table& table) {
   p2p_plan plan;
-  plan.sends.resize(s.ranks());
-  plan.recvs.resize(s.ranks());
-  for (int r = 0; r < s.ranks(); ++r) {
-    plan.sends[r].resize(s.programs[r].size());
-    plan.recvs[r].resize(s.programs[r].size());
-  }
+  const int R = s.ranks();
+  plan.send_begin.resize(R);
+  plan.recv_begin.resize(R);
+  plan.recv_ids.resize(R);
+  for (int r = 0; r < R; ++r) plan.recv_begin[r].assign(s.programs[r].size() + 1, 0);
   std::map<std::tuple<int, int, int, bool>, int> channel_of;
-  for (int r = 0; r < s.ranks(); ++r) {
+  for (int r = 0; r < R; ++r) {
     const auto& prog = s.programs[r];
+    plan.send_begin[r].resize(prog.size() + 1);
     for (int i = 0; i < static_cast<int>(prog.size()); ++i) {
+      plan.send_begin[r][i] = static_cast<int>(plan.messages.size());
       auto add = [&](const step& st) {
         stage_ref ref = table.stage_of(r, st.chunk);
         auto to = output_consumer(table, ref, st);
@@ -52,12 +53,24 @@ p2p_plan plan_p2p(const schedule& s, const step_table& table) {
         plan.messages.push_back({grad, ref.pipeline, ref.stage, st.microbatch, r, to.rank, i, to.index, it->second,
                                  static_cast<int>(ch.messages.size())});
         ch.messages.push_back(id);
-        plan.sends[r][i].push_back(id);
-        plan.recvs[to.rank][to.index].push_back(id);
+        ++plan.recv_begin[to.rank][to.index + 1];
       };
       add(prog[i].first);
       if (prog[i].second) add(*prog[i].second);
     }
+    plan.send_begin[r][prog.size()] = static_cast<int>(plan.messages.size());
+  }
+  // Receives by consumer: a counting sort (messages of one action stay in sending order).
+  for (int r = 0; r < R; ++r) {
+    auto& begin = plan.recv_begin[r];
+    for (std::size_t a = 1; a < begin.size(); ++a) begin[a] += begin[a - 1];
+    plan.recv_ids[r].resize(begin.back());
+  }
+  std::vector<std::vector<int>> fill(R);
+  for (int r = 0; r < R; ++r) fill[r].assign(plan.recv_begin[r].begin(), plan.recv_begin[r].end() - 1);
+  for (int id = 0; id < static_cast<int>(plan.messages.size()); ++id) {
+    const auto& m = plan.messages[id];
+    plan.recv_ids[m.dst][fill[m.dst][m.consumer]++] = id;
   }
   return plan;
 }
@@ -127,12 +140,12 @@ void check_feasible(const schedule& s, diagnostic_list& diags) {
   auto blocker = [&](int r) -> int {
     const int i = next[r];
     if (i > 0)
-      for (int id : plan.sends[r][i - 1]) {
+      for (auto [id, end] = plan.sends(r, i - 1); id < end; ++id) {
         const p2p_message& m = plan.messages[id];
         if (gate[id] >= 0 && next[m.dst] <= gate[id]) return id;  // receive not posted yet
       }
     if (i < static_cast<int>(s.programs[r].size()))
-      for (int id : plan.recvs[r][i])
+      for (int id : plan.receives(r, i))
         if (next[plan.messages[id].src] <= plan.messages[id].producer) return id;  // not produced yet
     return -1;
   };

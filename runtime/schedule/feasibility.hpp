@@ -11,6 +11,7 @@
 // of the same rank need no message, but the producing action must come first in that rank's program.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,10 +38,18 @@ struct p2p_channel {
 };
 
 struct p2p_plan {
-  std::vector<p2p_message> messages;
+  std::vector<p2p_message> messages;  // in the senders' program order, rank after rank
   std::vector<p2p_channel> channels;
-  std::vector<std::vector<std::vector<int>>> sends;  // [rank][action]: messages sent after it
-  std::vector<std::vector<std::vector<int>>> recvs;  // [rank][action]: messages it needs first
+  // Compressed per-action lists: the messages sent after action a of rank r are the ids
+  // [send_begin[r][a], send_begin[r][a + 1]); those it needs first are recv_ids[r][recv_begin[r][a] ..
+  // recv_begin[r][a + 1]).
+  std::vector<std::vector<int>> send_begin, recv_begin, recv_ids;
+
+  std::span<const int> receives(int rank, int action) const {
+    return std::span<const int>(recv_ids[rank]).subspan(recv_begin[rank][action],
+                                                       recv_begin[rank][action + 1] - recv_begin[rank][action]);
+  }
+  std::pair<int, int> sends(int rank, int action) const { return {send_begin[rank][action], send_begin[rank][action + 1]}; }
 };
 
 p2p_plan plan_p2p(const schedule& s, const step_table& table);
