@@ -13,7 +13,11 @@ model::layer_ctx layer_of(rank_context& ctx, const op_request& op) {
   model::layer_ctx lc;
   lc.shape = &ctx.shape;
   lc.ep = ctx.ep;
+  lc.slots = &ctx.chunks[op.chunk].slots[op.layer];
   lc.seqs = ctx.seqs;
+  lc.first_token = ctx.ep_index * ctx.seqs * ctx.shape.seq_len;
+  lc.token_seed = model::token_seed(ctx.seed, ctx.step, ctx.chunks[op.chunk].microbatch_offset + op.microbatch,
+                                    ctx.chunks[op.chunk].first_layer + op.layer);
   lc.params = ctx.chunks[op.chunk].params.get();
   lc.local_layer = op.layer;
   lc.scratch = &ctx.scratch;
@@ -91,7 +95,13 @@ expected<void> run_compute(rank_context& ctx, const op_request& op) {
         for (int e = 0; e < ctx.shape.experts; ++e) dst[e] += counts[e];
         break;
       }
-      case op_kind::mlp_f: model::mlp_forward(layer_of(ctx, op), run.layers[op.layer]); break;
+      case op_kind::mlp_f: {
+        auto& s = run.layers[op.layer];
+        model::mlp_forward(layer_of(ctx, op), s);
+        std::lock_guard<std::mutex> lock(ctx.stats_mutex);
+        ctx.expert_rows += s.in.expert_offsets.empty() ? 0 : s.in.expert_offsets.back();
+        break;
+      }
       case op_kind::head_f: {
         ensure_tokens(ctx, op, run);
         run.head.y = std::move(run.layers[L - 1].y);

@@ -16,7 +16,7 @@ struct coordinator_state {
   bool finished = false;
 
   int step = 0;
-  int phase = 0;                 // 1: the step's programs, 2: gradient sums, 3: optimizer
+  int phase = 0;                 // 1: the step's programs, 2: gradient sums, 3: optimizer, 4: migration
   std::int64_t phase_id = 0;     // changes with every phase, so stale watchdog ticks are ignored
   int pending = 0;
   step_outcome current;
@@ -78,7 +78,7 @@ apply_request make_apply(self_ptr self) {
   auto& st = self->state;
   apply_request req;
   req.step = st.step + 1;
-  if (!st.setup.send_load) return req;
+  if (st.setup.logical_layer.empty()) return req;
   req.load.assign(static_cast<std::size_t>(st.setup.logical_layers) * st.setup.experts, 0.0);
   for (std::size_t r = 0; r < st.current.ranks.size(); ++r) {
     const auto& load = st.current.ranks[r].load;
@@ -90,16 +90,44 @@ apply_request make_apply(self_ptr self) {
   return req;
 }
 
+// Moves experts to a new placement between steps, when the re-planning hook asks for one.
+void start_migrate(self_ptr self) {
+  auto& st = self->state;
+  migrate_request req;
+  // No move after the last step: nothing would run on the new placement.
+  if (st.setup.replan && st.step + 1 < st.setup.steps) req = st.setup.replan(st.step, st.current.load);
+  if (req.layers.empty()) return finish_step(self);
+  begin_phase(self, 4);
+  st.current.migrated = true;
+  const auto started = clock_type::now();
+  for (auto& r : st.setup.ranks)
+    self->request(r, caf::infinite, migrate_atom::value, req)
+        .then(
+            [self, started](migrate_report rep) {
+              auto& st = self->state;
+              if (st.finished) return;
+              if (!rep.ok) return fail(self, "expert migration after step " + std::to_string(st.step) + ": " + rep.error);
+              st.current.migrate_bytes += rep.bytes_sent;
+              st.current.experts_moved += rep.experts_moved;
+              if (--st.pending > 0) return;
+              st.current.migrate_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - started).count();
+              finish_step(self);
+            },
+            [self](caf::error& e) { fail(self, "expert migration failed: " + self->system().render(e)); });
+}
+
 void start_apply(self_ptr self) {
   auto& st = self->state;
   begin_phase(self, 3);
   auto req = make_apply(self);
+  st.current.load = req.load;
+  if (!st.setup.send_load) req.load.clear();
   for (auto& r : st.setup.ranks)
     self->request(r, caf::infinite, apply_atom::value, req)
         .then(
             [self](bool) {
               if (self->state.finished) return;
-              if (--self->state.pending == 0) finish_step(self);
+              if (--self->state.pending == 0) start_migrate(self);
             },
             [self](caf::error& e) { fail(self, "the optimizer step failed: " + self->system().render(e)); });
 }
@@ -170,7 +198,10 @@ void watch(self_ptr self, std::int64_t id) {
     if (moved) st.last_change = now;
     const double quiet = std::chrono::duration<double>(now - st.last_change).count();
     if (quiet >= st.setup.watchdog_seconds) {
-      const char* phase = st.phase == 1 ? "running the schedule" : st.phase == 2 ? "summing gradients" : "applying the optimizer";
+      const char* phase = st.phase == 1   ? "running the schedule"
+                          : st.phase == 2 ? "summing gradients"
+                          : st.phase == 3 ? "applying the optimizer"
+                                          : "moving experts";
       std::string why = "watchdog: no rank made progress for " + std::to_string(static_cast<int>(quiet)) + " s while " + phase +
                         " in step " + std::to_string(st.step) + ":";
       for (const auto& s : *answers)

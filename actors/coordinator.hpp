@@ -17,6 +17,12 @@ struct step_outcome {
   double loss_sum = 0;             // over all ranks' heads
   double grad_norm = 0;
   std::int64_t wall_ns = 0;        // the whole step, sums and optimizer included
+  std::vector<double> load;        // [logical layer][expert] token copies routed in the step
+  // Expert migration after the step (when the placement was re-planned).
+  bool migrated = false;
+  std::int64_t migrate_ns = 0;
+  std::int64_t migrate_bytes = 0;
+  std::int64_t experts_moved = 0;
 };
 
 struct run_outcome {
@@ -27,7 +33,8 @@ struct run_outcome {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_outcome& x) {
-  return f(caf::meta::type_name("loom::step_outcome"), x.ranks, x.loss_sum, x.grad_norm, x.wall_ns);
+  return f(caf::meta::type_name("loom::step_outcome"), x.ranks, x.loss_sum, x.grad_norm, x.wall_ns, x.load, x.migrated,
+           x.migrate_ns, x.migrate_bytes, x.experts_moved);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_outcome& x) {
@@ -45,6 +52,9 @@ struct coordinator_setup {
   int logical_layers = 0;
   int experts = 0;
   bool send_load = false;            // hand the step's load to the optimizer (bias updates)
+  // Expert re-planning after each step, from the step's load: the layers to re-place and their new
+  // placements (an empty request keeps the placement). Unset: never.
+  std::function<migrate_request(int step, const std::vector<double>& load)> replan;
   std::function<std::string(const rank_status&)> describe;  // words for the watchdog (action tokens)
   std::function<void(int step, const step_outcome&)> on_step;  // progress, from the coordinator's thread
   std::function<void(const loom::error&)> on_abort;            // tears the data plane down

@@ -24,6 +24,7 @@ using status_atom = caf::atom_constant<caf::atom("status")>;    // what are you 
 using grads_atom = caf::atom_constant<caf::atom("grads")>;      // hand over gradients (tests)
 using watch_atom = caf::atom_constant<caf::atom("watch")>;      // watchdog tick
 using run_atom = caf::atom_constant<caf::atom("run")>;          // run the whole experiment
+using migrate_atom = caf::atom_constant<caf::atom("migrate")>;  // move experts to new slots
 
 // One component operation of a rank's lowered program.
 struct op_request {
@@ -60,6 +61,21 @@ struct step_report {
   std::vector<op_timing> ops;
   std::int64_t peak_bytes = 0; // activations held at the peak of the step
   std::int64_t end_ns = 0;     // when this rank finished its last op
+  std::int64_t expert_rows = 0;  // token copies its expert slots processed (forward)
+};
+
+// New expert placements for some logical layers: phy2log per layer, slots rank after rank.
+struct migrate_request {
+  std::vector<std::int32_t> layers;
+  std::vector<std::vector<std::int32_t>> phy2log;
+};
+
+struct migrate_report {
+  std::int32_t rank = 0;
+  bool ok = true;
+  std::string error;
+  std::int64_t bytes_sent = 0;
+  std::int64_t experts_moved = 0;  // slots that received an expert from another rank
 };
 
 struct sync_report {
@@ -104,7 +120,15 @@ typename Inspector::result_type inspect(Inspector& f, op_timing& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_report& x) {
   return f(caf::meta::type_name("loom::step_report"), x.rank, x.ok, x.error, x.loss_sum, x.load, x.ops, x.peak_bytes,
-           x.end_ns);
+           x.end_ns, x.expert_rows);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_request& x) {
+  return f(caf::meta::type_name("loom::migrate_request"), x.layers, x.phy2log);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_report& x) {
+  return f(caf::meta::type_name("loom::migrate_report"), x.rank, x.ok, x.error, x.bytes_sent, x.experts_moved);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sync_report& x) {
@@ -147,7 +171,10 @@ using rank_actor = caf::typed_actor<caf::replies_to<step_atom, std::int32_t>::wi
                                     caf::reacts_to<arrive_atom, std::int32_t, std::int32_t, payload>,
                                     caf::reacts_to<arrive_atom, std::int32_t, std::int32_t, std::string>,
                                     caf::reacts_to<sync_atom, std::int32_t, std::int32_t, payload>,
-                                    caf::reacts_to<sync_atom, std::int32_t, std::int32_t, std::string>>;
+                                    caf::reacts_to<sync_atom, std::int32_t, std::int32_t, std::string>,
+                                    caf::replies_to<migrate_atom, migrate_request>::with<migrate_report>,
+                                    caf::reacts_to<migrate_atom, std::int32_t, std::int32_t, payload>,
+                                    caf::reacts_to<migrate_atom, std::int32_t, std::int32_t, std::string>>;
 
 }  // namespace loom::actors
 

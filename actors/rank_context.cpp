@@ -66,6 +66,7 @@ void rank_context::begin_step(int step_index) {
   step_start = std::chrono::steady_clock::now();
   peak_bytes = 0;
   loss_sum = 0;
+  expert_rows = 0;
   load.assign(chunks.size() * static_cast<std::size_t>(layers_per_chunk) * shape.experts, 0.0);
   for (auto& c : chunks) c.params->zero_grads();
 }

@@ -25,6 +25,7 @@ enum class backend { cpu, timed };
 
 // What a local chunk is: where it sits in the model and its parameters.
 struct chunk_info {
+  std::vector<model::slot_map> slots;  // per layer: where the experts live (shared by the ep group)
   int pipeline = 0;
   int stage = 0;                // = logical stage
   int first_layer = 0;          // logical index of its first layer
@@ -96,6 +97,7 @@ struct rank_context {
   // Measurements of the step, reset by begin_step().
   double loss_sum = 0;
   std::vector<double> load;      // [chunk][layer][expert]
+  std::int64_t expert_rows = 0;  // token copies this rank's expert slots processed
   std::mutex stats_mutex;
   void begin_step(int step_index);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "actors/expert_migration.hpp"
 #include "kernels/model/optimizer.hpp"
 
 namespace loom::actors {
@@ -31,10 +32,17 @@ struct driver_state {
   std::vector<int> ready_sends;  // sends whose action is complete
   std::int64_t progress = 0;
 
-  // The gradient sums in progress.
+  // The gradient sums in progress, and their plan (rebuilt when experts move).
+  sync_plan sync_groups;
   caf::typed_response_promise<sync_report> sync_promise;
   std::vector<sync_progress> sync;
   int sync_left = 0;
+
+  // An expert migration in progress.
+  caf::typed_response_promise<migrate_report> migrate_promise;
+  migration moving;
+  migrate_report moved;
+  int migrate_left = 0;
 
   static inline const char* name = "loom.rank";
 };
@@ -70,6 +78,7 @@ void finish_step(self_ptr self) {
   r.load = ctx.load;
   r.ops = std::move(st.timings);
   r.peak_bytes = ctx.peak_bytes;
+  r.expert_rows = ctx.expert_rows;
   r.end_ns = ctx.now_ns();
   st.step_promise.deliver(std::move(r));
 }
@@ -235,7 +244,7 @@ void finish_sync(self_ptr self) {
   auto& ctx = ctx_of(self);
   sync_report r;
   r.rank = ctx.global_rank;
-  for (const auto& g : st.setup.sync.groups) {
+  for (const auto& g : st.sync_groups.groups) {
     if (g.members.front() != ctx.global_rank) continue;  // counted once, by the summing rank
     for (const auto& copies : g.tensors) {
       const auto& p = ctx.chunks[copies[0].first].params->at(copies[0].second);
@@ -250,12 +259,12 @@ void group_done(self_ptr self) {
   if (--self->state.sync_left == 0) finish_sync(self);
 }
 
-tag sync_tag(int group) { return {traffic::grad_sync, 0, 0, 0, static_cast<std::uint32_t>(group)}; }
+tag sync_tag(int channel) { return {traffic::grad_sync, 0, 0, 0, static_cast<std::uint32_t>(channel)}; }
 
 void start_sync(self_ptr self) {
   auto& st = self->state;
   auto& ctx = ctx_of(self);
-  const auto& groups = st.setup.sync.groups;
+  const auto& groups = st.sync_groups.groups;
   st.sync.assign(groups.size(), {});
   st.sync_left = static_cast<int>(groups.size()) + 1;  // +1 so nothing finishes before all are started
   rank_actor handle = self;
@@ -269,7 +278,7 @@ void start_sync(self_ptr self) {
     }
     const bool root = g.members.front() == ctx.global_rank;
     auto receive_from = [&](int peer) {
-      ctx.net.receive(peer, sync_tag(g.id), [handle, gi, peer](expected<payload> p) {
+      ctx.net.receive(peer, sync_tag(g.channel.at(peer)), [handle, gi, peer](expected<payload> p) {
         if (p) caf::anon_send(handle, sync_atom::value, static_cast<std::int32_t>(gi), static_cast<std::int32_t>(peer), std::move(*p));
         else caf::anon_send(handle, sync_atom::value, static_cast<std::int32_t>(gi), static_cast<std::int32_t>(peer), p.error().message);
       });
@@ -283,7 +292,7 @@ void start_sync(self_ptr self) {
       st.sync[gi].missing = 1;
       payload p;
       p.d = std::move(mine);
-      if (auto sent = ctx.net.send(g.members.front(), sync_tag(g.id), std::move(p)); !sent) {
+      if (auto sent = ctx.net.send(g.members.front(), sync_tag(g.channel.at(g.members.front())), std::move(p)); !sent) {
         st.sync_promise.deliver(sync_report{ctx.global_rank, false, sent.error().message, 0});
         return;
       }
@@ -296,7 +305,7 @@ void start_sync(self_ptr self) {
 void on_sync_payload(self_ptr self, std::size_t gi, int from, payload p) {
   auto& st = self->state;
   auto& ctx = ctx_of(self);
-  const auto& g = st.setup.sync.groups[gi];
+  const auto& g = st.sync_groups.groups[gi];
   auto& prog = st.sync[gi];
   if (g.members.front() != ctx.global_rank) {  // the sum came back
     write_back(self, g, p.d);
@@ -313,7 +322,7 @@ void on_sync_payload(self_ptr self, std::size_t gi, int from, payload p) {
   for (std::size_t k = 1; k < g.members.size(); ++k) {
     payload out;
     out.d = sum;
-    if (auto sent = ctx.net.send(g.members[k], sync_tag(g.id), std::move(out)); !sent) {
+    if (auto sent = ctx.net.send(g.members[k], sync_tag(g.channel.at(g.members[k])), std::move(out)); !sent) {
       st.sync_promise.deliver(sync_report{ctx.global_rank, false, sent.error().message, 0});
       return;
     }
@@ -339,6 +348,41 @@ void apply_update(self_ptr self, const apply_request& req) {
       for (int e = 0; e < E; ++e)
         bias[e] += st.setup.bias_update_rate * static_cast<float>((mean > load[e]) - (mean < load[e]));
     }
+  }
+}
+
+// --- expert migration ------------------------------------------------------------------------------
+
+void finish_migrate(self_ptr self) {
+  auto& st = self->state;
+  finish_migration(ctx_of(self), st.moving);
+  st.sync_groups = build_sync_plan(ctx_of(self), st.setup.stage_holders);  // experts moved: new holders
+  st.migrate_promise.deliver(std::move(st.moved));
+}
+
+void start_migrate(self_ptr self, const migrate_request& req) {
+  auto& st = self->state;
+  auto& ctx = ctx_of(self);
+  st.moving = plan_migration(ctx, req);
+  st.moved = migrate_report{ctx.global_rank, true, {}, 0, static_cast<std::int64_t>(st.moving.receive.size())};
+  for (auto& out : st.moving.send) {
+    st.moved.bytes_sent += static_cast<std::int64_t>(out.data.bytes());
+    if (auto sent = ctx.net.send(out.to, out.net_tag, std::move(out.data)); !sent) {
+      st.moved.ok = false;
+      st.moved.error = rank_name(ctx) + ": expert migration send failed: " + sent.error().message;
+      st.migrate_promise.deliver(std::move(st.moved));
+      return;
+    }
+  }
+  st.migrate_left = static_cast<int>(st.moving.receive.size());
+  if (st.migrate_left == 0) return finish_migrate(self);
+  rank_actor handle = self;
+  for (std::size_t i = 0; i < st.moving.receive.size(); ++i) {
+    const auto& in = st.moving.receive[i];
+    ctx.net.receive(in.from, in.net_tag, [handle, i, from = in.from](expected<payload> p) {
+      if (p) caf::anon_send(handle, migrate_atom::value, static_cast<std::int32_t>(i), static_cast<std::int32_t>(from), std::move(*p));
+      else caf::anon_send(handle, migrate_atom::value, static_cast<std::int32_t>(i), static_cast<std::int32_t>(from), p.error().message);
+    });
   }
 }
 
@@ -371,6 +415,7 @@ std::string describe_wait(self_ptr self, std::int32_t& action) {
 rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
   auto& st = self->state;
   st.setup = std::move(setup);
+  st.sync_groups = build_sync_plan(*st.setup.ctx, st.setup.stage_holders);
   const auto& prog = *st.setup.program;
   st.dependents.assign(prog.ops.size(), {});
   for (std::size_t i = 0; i < prog.ops.size(); ++i)
@@ -411,6 +456,28 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
                                                      rank_name(ctx) + ": gradient sum with rank " + std::to_string(from) +
                                                          " failed: " + error,
                                                      0});
+      },
+      [self](migrate_atom, migrate_request req) -> caf::typed_response_promise<migrate_report> {
+        self->state.migrate_promise = self->make_response_promise<migrate_report>();
+        start_migrate(self, req);
+        return self->state.migrate_promise;
+      },
+      [self](migrate_atom, std::int32_t i, std::int32_t, payload p) {
+        auto& st = self->state;
+        if (auto ok = fill_slot(ctx_of(self), st.moving.receive[i], std::move(p)); !ok) {
+          st.moved.ok = false;
+          st.moved.error = rank_name(ctx_of(self)) + ": " + ok.error().message;
+        }
+        if (--st.migrate_left == 0) {
+          if (st.moved.ok) finish_migrate(self);
+          else st.migrate_promise.deliver(std::move(st.moved));
+        }
+      },
+      [self](migrate_atom, std::int32_t, std::int32_t from, std::string error) {
+        auto& st = self->state;
+        st.moved.ok = false;
+        st.moved.error = rank_name(ctx_of(self)) + ": expert migration from rank " + std::to_string(from) + " failed: " + error;
+        st.migrate_promise.deliver(std::move(st.moved));
       },
       [self](apply_atom, apply_request req) {
         apply_update(self, req);

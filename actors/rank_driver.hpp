@@ -21,7 +21,7 @@ struct driver_setup {
   std::shared_ptr<rank_context> ctx;
   std::shared_ptr<const rank_program> program;
   std::vector<std::array<component_actor, 4>> components;  // [chunk][component_role]
-  sync_plan sync;
+  std::vector<std::vector<int>> stage_holders;  // pipeline ranks holding each logical stage
   kernels::cpu::adamw_config adamw;
   float bias_update_rate = 0;  // sigmoid gating: the router bias step; 0: no bias updates
   int logical_layers = 0;      // layers of the whole model (for the load vector)

@@ -27,7 +27,8 @@ struct payload {
 
 // Identifies one message between two ranks within a step; both sides build it from the same facts.
 enum class traffic : std::uint8_t {
-  pipeline_activation, pipeline_gradient, dispatch, combine, dispatch_backward, combine_backward, grad_sync, control
+  pipeline_activation, pipeline_gradient, dispatch, combine, dispatch_backward, combine_backward, grad_sync, control,
+  expert_migration
 };
 
 struct tag {

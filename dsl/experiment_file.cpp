@@ -103,7 +103,7 @@ exec::experiment convert(const toml_value& doc, const std::string& path, const s
   e.path = path;
   e.dir = base_dir;
   check_keys(doc, "the experiment", {"name", "seed", "steps", "backend", "out", "watchdog_seconds", "cpu_threads", "model",
-                                     "batch", "parallel", "schedule", "optimizer", "costs"});
+                                     "batch", "parallel", "schedule", "optimizer", "costs", "experts"});
   read(doc, "name", e.name);
   if (doc.contains("seed")) {
     auto s = toml::get<std::int64_t>(doc.at("seed"));
@@ -125,7 +125,7 @@ exec::experiment convert(const toml_value& doc, const std::string& path, const s
   if (doc.contains("model")) {
     const auto& m = doc.at("model");
     check_keys(m, "[model]", {"hidden", "heads", "layers", "experts", "top_k", "expert_ffn", "shared_ffn", "vocab",
-                              "seq_len", "gating", "bias_update_rate", "norm_eps", "init_scale"});
+                              "seq_len", "gating", "bias_update_rate", "norm_eps", "init_scale", "router_skew"});
     auto& c = e.model;
     read_int(m, "hidden", c.hidden, 1, 1 << 16);
     read_int(m, "heads", c.heads, 1, 1024);
@@ -139,6 +139,7 @@ exec::experiment convert(const toml_value& doc, const std::string& path, const s
     read_float(m, "bias_update_rate", c.bias_update_rate, 0, 1);
     read_float(m, "norm_eps", c.norm_eps, 1e-12, 1);
     read_float(m, "init_scale", c.init_scale, 1e-6, 10);
+    read_float(m, "router_skew", c.router_skew, 0, 10);
     if (m.contains("gating")) {
       auto g = toml::get<std::string>(m.at("gating"));
       if (g == "softmax") c.gating = exec::gating_kind::softmax;
@@ -191,6 +192,20 @@ exec::experiment convert(const toml_value& doc, const std::string& path, const s
     read_float(o, "beta2", e.optimizer.beta2, 0, 1);
     read_float(o, "eps", e.optimizer.eps, 0, 1);
     read_float(o, "weight_decay", e.optimizer.weight_decay, 0, 10);
+  }
+  if (doc.contains("experts")) {
+    const auto& x = doc.at("experts");
+    check_keys(x, "[experts]", {"redundant", "replan_every", "window", "planner", "groups"});
+    read_int(x, "redundant", e.experts.redundant, 0, 1 << 16);
+    read_int(x, "replan_every", e.experts.replan_every, 0, 1 << 30);
+    read_int(x, "window", e.experts.window, 1, 1 << 20);
+    read_int(x, "groups", e.experts.groups, 1, 1 << 16);
+    if (x.contains("planner")) {
+      e.experts.planner = toml::get<std::string>(x.at("planner"));
+      if (e.experts.planner != "hierarchical" && e.experts.planner != "global")
+        fail_at(x.at("planner"), "unknown planner '" + e.experts.planner + "'", "expected hierarchical or global");
+    }
+    e.have_experts = true;
   }
   if (doc.contains("costs")) {
     const auto& c = doc.at("costs");

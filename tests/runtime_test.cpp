@@ -266,3 +266,71 @@ BOOST_AUTO_TEST_CASE(a_schedule_that_rejects_the_microbatch_count_is_refused) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(runtime_rebalancing)
+
+// DeepSeek-V3-style redundant experts, re-planned from measured load while training runs: under a
+// skewed router the token load per expert-parallel rank evens out, and the losses, gradients and
+// weights stay those of the run without redundant experts (copies sum their gradients into their
+// logical expert).
+BOOST_AUTO_TEST_CASE(rebalancing_evens_the_load_and_changes_nothing_learned) {
+  for (const std::string schedule : {"1f1b", "dualpipe"}) {
+    BOOST_TEST_CONTEXT(schedule) {
+      const std::vector<std::string> skew = {"model.router_skew=1.2", "model.shared_ffn=0", "steps=6"};
+      auto plain = prepare(experiment_text(schedule, 4, 4), skew);
+      auto extra = skew;
+      for (const char* s : {"experts.redundant=4", "experts.replan_every=2", "experts.window=2"}) extra.push_back(s);
+      auto balanced = prepare(experiment_text(schedule, 4, 4), extra);
+      exec::run_options opt;
+      opt.collect_tensors = true;
+      auto a = exec::run_experiment(plain.e, plain.s.sched, opt);
+      auto b = exec::run_experiment(balanced.e, balanced.s.sched, opt);
+      BOOST_TEST_REQUIRE(a.has_value());
+      BOOST_TEST_REQUIRE(b.has_value(), (b ? "" : b.error().message));
+      BOOST_TEST_REQUIRE(a->ok, a->error);
+      BOOST_TEST_REQUIRE(b->ok, b->error);
+      for (std::size_t i = 0; i < a->loss.size(); ++i) BOOST_TEST(b->loss[i] == a->loss[i], boost::test_tools::tolerance(1e-5));
+      for (const auto& [name, grad] : a->grads) {
+        auto it = b->grads.find(name);
+        BOOST_TEST_REQUIRE((it != b->grads.end()), name);
+        BOOST_TEST(relative_difference(it->second, grad) < 1e-5, name);
+        std::vector<double> va(a->values[name].begin(), a->values[name].end());
+        std::vector<double> vb(b->values[name].begin(), b->values[name].end());
+        BOOST_TEST(relative_difference(vb, va) < 1e-5, name);
+      }
+      // The placement was re-planned and experts moved.
+      BOOST_TEST(b->replans.size() == 2u);  // after steps 1 and 3; not after the last
+      int moved = 0;
+      for (const auto& s : b->outcome.steps) moved += static_cast<int>(s.experts_moved);
+      BOOST_TEST(moved > 0);
+      for (const auto& rec : b->replans)
+        for (std::size_t l = 0; l < rec.after.size(); ++l) BOOST_TEST(rec.after[l] <= rec.before[l] + 1e-12);
+      // Heaviest rank / mean rank load of the expert slots, the last step against the plain run's.
+      auto imbalance = [](const exec::run_result& r) {
+        const auto& last = r.outcome.steps.back();
+        double worst = 0;
+        for (std::size_t g0 = 0; g0 < last.ranks.size(); g0 += r.ep) {
+          double mx = 0, mean = 0;
+          for (int q = 0; q < r.ep; ++q) {
+            mx = std::max(mx, static_cast<double>(last.ranks[g0 + q].expert_rows));
+            mean += static_cast<double>(last.ranks[g0 + q].expert_rows) / r.ep;
+          }
+          worst = std::max(worst, mx / mean);
+        }
+        return worst;
+      };
+      BOOST_TEST_MESSAGE(schedule << ": heaviest/mean expert load " << imbalance(*a) << " without, " << imbalance(*b) << " with");
+      BOOST_TEST(imbalance(*b) < 0.75 * imbalance(*a));
+      BOOST_TEST(imbalance(*b) < 1.25);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(slots_that_do_not_divide_over_the_group_are_refused) {
+  auto c = prepare(experiment_text("1f1b", 2, 4), {"experts.redundant=3"});
+  auto r = exec::run_experiment(c.e, c.s.sched);
+  BOOST_TEST_REQUIRE(!r.has_value());
+  BOOST_TEST(r.error().message.find("do not divide over ep = 4") != std::string::npos, r.error().message);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,8 @@
 
 #include <cblas.h>
 
+#include <vector>
+
 namespace loom::kernels::cpu {
 
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
@@ -22,5 +24,20 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
 }
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
+
+void outer_accumulate_f64(int rows, int m, int n, const float* a, int lda, const float* b, int ldb, double* c) {
+  std::vector<double> brow(static_cast<std::size_t>(n));
+  for (int r = 0; r < rows; ++r) {
+    const float* ar = a + static_cast<std::size_t>(r) * lda;
+    const float* br = b + static_cast<std::size_t>(r) * ldb;
+    for (int j = 0; j < n; ++j) brow[j] = br[j];
+    for (int i = 0; i < m; ++i) {
+      const double ai = ar[i];
+      if (ai == 0.0) continue;
+      double* ci = c + static_cast<std::size_t>(i) * n;
+      for (int j = 0; j < n; ++j) ci[j] += ai * brow[j];
+    }
+  }
+}
 
 }  // namespace loom::kernels::cpu

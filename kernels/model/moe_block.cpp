@@ -39,6 +39,16 @@ void add_scratch(param& w, const std::vector<float>& scratch) {
   for (std::size_t i = 0; i < scratch.size(); ++i) w.grad[i] += scratch[i];
 }
 
+// Gumbel(0, 1) noise from (seed, token, expert): -ln(-ln(u)), u uniform in (0, 1).
+float gumbel(std::uint64_t seed, std::uint64_t token, std::uint64_t expert) {
+  std::uint64_t x = seed ^ (token * 0x9e3779b97f4a7c15ull) ^ (expert * 0xc2b2ae3d27d4eb4full);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  const double u = (static_cast<double>(x >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return static_cast<float>(-std::log(-std::log(u)));
+}
+
 cpu::attention_shape attn_shape(const layer_ctx& c) {
   const auto& m = *c.shape;
   return {c.seqs, m.seq_len, m.heads, m.head_dim(), 1.f / std::sqrt(static_cast<float>(m.head_dim()))};
@@ -57,7 +67,7 @@ cpu::swiglu_weights expert_weights(const layer_ctx& c, int local_expert) {
 // Rows of `rows` for (source, local expert) ranges in source order: what goes back to one source.
 block gather_for_source(const layer_ctx& c, const expert_batch& in, const buffer& rows, int source) {
   const int d = c.shape->hidden;
-  const int local = c.ep.experts_per_rank(*c.shape);
+  const int local = c.local_slots();
   block b;
   std::size_t n = 0;
   for (int j = 0; j < local; ++j) n += in.counts_from[source][j];
@@ -75,7 +85,7 @@ block gather_for_source(const layer_ctx& c, const expert_batch& in, const buffer
 // Owner side: place a source's rows (ordered by local expert) into the grouped layout.
 void scatter_from_source(const layer_ctx& c, const expert_batch& in, const buffer& src_rows, int source, buffer& rows) {
   const int d = c.shape->hidden;
-  const int local = c.ep.experts_per_rank(*c.shape);
+  const int local = c.local_slots();
   std::size_t at = 0;
   for (int j = 0; j < local; ++j) {
     const int start = in.source_offsets[n_of(source, local) + j];
@@ -131,6 +141,11 @@ void attention_forward(const layer_ctx& c, layer_state& s) {
   cpu::rmsnorm_forward(s.h.data(), P.at(ls.norm2).value.data(), s.u.data(), s.inv2.data(), T, d, m.norm_eps);
   buffer logits(n_of(T, E));
   matmul(s.u.data(), P.at(ls.router).value.data(), logits.data(), T, d, E);
+  if (m.router_skew != 0.f)
+    for (int t = 0; t < T; ++t)
+      for (int e = 0; e < E; ++e)
+        logits[n_of(t, E) + e] += -m.router_skew * std::log(static_cast<float>(e + 1)) +
+                                  gumbel(c.token_seed, static_cast<std::uint64_t>(c.first_token + t), static_cast<std::uint64_t>(e));
   s.scores.resize(n_of(T, E));
   s.topk_idx.resize(n_of(T, k));
   s.topk_w.resize(n_of(T, k));
@@ -140,8 +155,13 @@ void attention_forward(const layer_ctx& c, layer_state& s) {
 
 std::vector<block> dispatch_send(const layer_ctx& c, layer_state& s) {
   const auto& m = *c.shape;
-  const int T = c.tokens(), d = m.hidden, local = c.ep.experts_per_rank(m);
-  s.plan = cpu::make_route_plan(s.topk_idx.data(), T, m.top_k, m.experts);
+  const int T = c.tokens(), d = m.hidden, local = c.local_slots(), k = m.top_k;
+  // Each token copy goes to a slot of its expert; the plan orders copies by slot, then token.
+  std::vector<int> slot_of(n_of(T, k));
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < k; ++j)
+      slot_of[n_of(t, k) + j] = c.slots->slot_for(s.topk_idx[n_of(t, k) + j], c.first_token + t);
+  s.plan = cpu::make_route_plan(slot_of.data(), T, k, c.slots->slots());
   buffer rows(n_of(static_cast<int>(s.plan.token.size()), d));
   cpu::permute_rows(s.u.data(), d, s.plan, rows.data());
   s.send_offsets.resize(c.ep.ep + 1);
@@ -156,7 +176,7 @@ std::vector<block> dispatch_send(const layer_ctx& c, layer_state& s) {
 }
 
 void dispatch_receive(const layer_ctx& c, layer_state& s, std::vector<block> from) {
-  const int d = c.shape->hidden, local = c.ep.experts_per_rank(*c.shape), ep = c.ep.ep;
+  const int d = c.shape->hidden, local = c.local_slots(), ep = c.ep.ep;
   expert_batch& in = s.in;
   in.counts_from.assign(ep, std::vector<int>(local, 0));
   for (int src = 0; src < ep; ++src) in.counts_from[src] = from[src].counts;
@@ -177,7 +197,7 @@ void dispatch_receive(const layer_ctx& c, layer_state& s, std::vector<block> fro
 
 void mlp_forward(const layer_ctx& c, layer_state& s) {
   const auto& m = *c.shape;
-  const int d = m.hidden, f = m.expert_ffn, local = c.ep.experts_per_rank(m);
+  const int d = m.hidden, f = m.expert_ffn, local = c.local_slots();
   const int n = s.in.expert_offsets[local];
   s.h1.resize(n_of(n, f));
   s.h3.resize(n_of(n, f));
@@ -229,14 +249,14 @@ std::vector<block> combine_backward_send(const layer_ctx& c, layer_state& s) {
 }
 
 void combine_backward_receive(const layer_ctx& c, layer_state& s, std::vector<block> from) {
-  const int d = c.shape->hidden, local = c.ep.experts_per_rank(*c.shape);
+  const int d = c.shape->hidden, local = c.local_slots();
   s.d_rows.assign(n_of(s.in.expert_offsets[local], d), 0.f);
   for (int src = 0; src < c.ep.ep; ++src) scatter_from_source(c, s.in, from[src].rows, src, s.d_rows);
 }
 
 void mlp_backward_input(const layer_ctx& c, layer_state& s) {
   const auto& m = *c.shape;
-  const int d = m.hidden, f = m.expert_ffn, local = c.ep.experts_per_rank(m);
+  const int d = m.hidden, f = m.expert_ffn, local = c.local_slots();
   const int n = s.in.expert_offsets[local];
   s.dh1.resize(n_of(n, f));
   s.dh3.resize(n_of(n, f));
@@ -304,21 +324,19 @@ void mlp_backward_weight(const layer_ctx& c, layer_state& s) {
   const auto& m = *c.shape;
   const auto& ls = c.params->layer(c.local_layer);
   auto& P = *c.params;
-  const int d = m.hidden, f = m.expert_ffn, local = c.ep.experts_per_rank(m);
-  std::vector<float> g1, g3, g2;  // this microbatch's part, added to the double accumulators
+  const int d = m.hidden, f = m.expert_ffn, local = c.local_slots();
+  // The experts' weight gradients in double, row by row: a copy of an expert seeing some of its
+  // tokens adds the same terms the single copy would, so redundant copies change nothing.
   for (int j = 0; j < local; ++j) {
     const int off = s.in.expert_offsets[j], rows = s.in.expert_offsets[j + 1] - off;
     if (rows == 0) continue;
-    g1.assign(n_of(d, f), 0.f);
-    g3.assign(n_of(d, f), 0.f);
-    g2.assign(n_of(f, d), 0.f);
-    cpu::swiglu_backward_weight(s.in.rows.data() + n_of(off, d), s.act.data() + n_of(off, f), s.d_rows.data() + n_of(off, d),
-                                s.dh1.data() + n_of(off, f), s.dh3.data() + n_of(off, f), rows, d, f, g1.data(), g3.data(),
-                                g2.data());
-    add_scratch(P.at(ls.expert_w1[j]), g1);
-    add_scratch(P.at(ls.expert_w3[j]), g3);
-    add_scratch(P.at(ls.expert_w2[j]), g2);
+    const float* x = s.in.rows.data() + n_of(off, d);
+    cpu::outer_accumulate_f64(rows, d, f, x, d, s.dh1.data() + n_of(off, f), f, P.at(ls.expert_w1[j]).grad.data());
+    cpu::outer_accumulate_f64(rows, d, f, x, d, s.dh3.data() + n_of(off, f), f, P.at(ls.expert_w3[j]).grad.data());
+    cpu::outer_accumulate_f64(rows, f, d, s.act.data() + n_of(off, f), f, s.d_rows.data() + n_of(off, d), d,
+                              P.at(ls.expert_w2[j]).grad.data());
   }
+  std::vector<float> g1, g3, g2;  // the shared expert's part of this microbatch, added in double
   if (m.shared_ffn > 0) {
     const int T = c.tokens(), fs = m.shared_ffn;
     g1.assign(n_of(d, fs), 0.f);

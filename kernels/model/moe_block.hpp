@@ -19,17 +19,21 @@
 
 namespace loom::model {
 
-// What travels between ranks for one exchange: rows and, for dispatch, how many per local expert.
+// What travels between ranks for one exchange: rows and, for dispatch, how many per expert slot.
 struct block {
   buffer rows;                 // [n, hidden]
-  std::vector<int> counts;     // dispatch: rows per local expert of the receiver
+  std::vector<int> counts;     // dispatch: rows per expert slot of the receiver
 };
 
 struct layer_ctx {
   const model_shape* shape = nullptr;
   ep_layout ep;
+  const slot_map* slots = nullptr;  // where this layer's experts live
   int seqs = 1;                // sequences of this rank in this microbatch
+  int first_token = 0;         // index of this rank's first token in the whole microbatch
+  std::uint64_t token_seed = 0;  // identifies (step, microbatch, layer) for the router skew's noise
   int tokens() const { return seqs * shape->seq_len; }
+  int local_slots() const { return slots->slots_per_rank; }
   param_set* params = nullptr;
   int local_layer = 0;
   // Weight-gradient scratch, reused between calls (not shared between threads).

@@ -48,8 +48,9 @@ int param_set::add(std::string name, std::size_t size, bool replicated, bool dec
   return static_cast<int>(params_.size() - 1);
 }
 
-param_set::param_set(const model_shape& m, const ep_layout& ep, int first_layer, int layers, bool first_stage,
-                     bool last_stage, std::uint64_t seed) {
+param_set::param_set(const model_shape& m, const std::vector<std::vector<int>>& local_experts, int first_layer, int layers,
+                     bool first_stage, bool last_stage, std::uint64_t seed)
+    : first_layer_(first_layer) {
   const std::size_t d = m.hidden, f = m.expert_ffn, fs = m.shared_ffn, E = m.experts;
   const float s = m.init_scale;
   if (first_stage) edges_.embed = add("embed", m.vocab * d, true, true, 1.0f, seed);
@@ -68,9 +69,9 @@ param_set::param_set(const model_shape& m, const ep_layout& ep, int first_layer,
       ls.shared_w3 = add(p + "shared.w3", d * fs, true, true, s, seed);
       ls.shared_w2 = add(p + "shared.w2", fs * d, true, true, s, seed);
     }
-    ls.first_expert = ep.first_expert(m);
-    for (int e = 0; e < ep.experts_per_rank(m); ++e) {
-      const std::string q = p + "expert" + std::to_string(ls.first_expert + e) + ".";
+    ls.slot_expert = local_experts.at(l);
+    for (int e : ls.slot_expert) {
+      const std::string q = p + "expert" + std::to_string(e) + ".";
       ls.expert_w1.push_back(add(q + "w1", d * f, false, true, s, seed));
       ls.expert_w3.push_back(add(q + "w3", d * f, false, true, s, seed));
       ls.expert_w2.push_back(add(q + "w2", f * d, false, true, s, seed));
@@ -81,6 +82,36 @@ param_set::param_set(const model_shape& m, const ep_layout& ep, int first_layer,
     edges_.final_norm = add("final_norm", d, true, false, -1.f, seed);
     edges_.head = add("head", d * m.vocab, true, true, s, seed);
   }
+}
+
+std::string param_set::expert_name(int local_layer, int expert, const char* tensor) const {
+  return "layer" + std::to_string(first_layer_ + local_layer) + ".expert" + std::to_string(expert) + "." + tensor;
+}
+
+void param_set::assign_slot(int local_layer, int slot, int expert, std::vector<std::vector<float>> state) {
+  auto& ls = layers_[local_layer];
+  ls.slot_expert[slot] = expert;
+  const int ids[3] = {ls.expert_w1[slot], ls.expert_w3[slot], ls.expert_w2[slot]};
+  const char* names[3] = {"w1", "w3", "w2"};
+  for (int t = 0; t < 3; ++t) {
+    param& p = params_[ids[t]];
+    p.name = expert_name(local_layer, expert, names[t]);
+    p.value = std::move(state[3 * t]);
+    p.m = std::move(state[3 * t + 1]);
+    p.v = std::move(state[3 * t + 2]);
+    std::fill(p.grad.begin(), p.grad.end(), 0.0);
+  }
+}
+
+std::vector<std::vector<float>> param_set::slot_state(int local_layer, int slot) const {
+  const auto& ls = layers_[local_layer];
+  std::vector<std::vector<float>> out;
+  for (int id : {ls.expert_w1[slot], ls.expert_w3[slot], ls.expert_w2[slot]}) {
+    out.push_back(params_[id].value);
+    out.push_back(params_[id].m);
+    out.push_back(params_[id].v);
+  }
+  return out;
 }
 
 void param_set::zero_grads() {

@@ -27,8 +27,8 @@ struct param {
 struct layer_slots {
   int norm1 = -1, wqkv = -1, wo = -1, norm2 = -1, router = -1, router_bias = -1;
   int shared_w1 = -1, shared_w3 = -1, shared_w2 = -1;
-  int first_expert = 0;           // global id of this rank's first expert
-  std::vector<int> expert_w1, expert_w3, expert_w2;  // this rank's experts, in order
+  std::vector<int> slot_expert;   // logical expert held by each of this rank's expert slots
+  std::vector<int> expert_w1, expert_w3, expert_w2;  // per local slot
 };
 
 struct edge_slots {
@@ -40,9 +40,10 @@ struct edge_slots {
 class param_set {
  public:
   // The tensors of logical layers [first_layer, first_layer + layers) for one expert-parallel rank,
-  // plus the embedding (first stage) and the head (last stage).
-  param_set(const model_shape& shape, const ep_layout& ep, int first_layer, int layers, bool first_stage, bool last_stage,
-            std::uint64_t seed);
+  // plus the embedding (first stage) and the head (last stage). local_experts[l] lists the logical
+  // expert of each of the rank's expert slots in layer l (copies of one expert start identical).
+  param_set(const model_shape& shape, const std::vector<std::vector<int>>& local_experts, int first_layer, int layers,
+            bool first_stage, bool last_stage, std::uint64_t seed);
 
   std::vector<param>& all() { return params_; }
   const std::vector<param>& all() const { return params_; }
@@ -53,10 +54,18 @@ class param_set {
   const edge_slots& edges() const { return edges_; }
 
   void zero_grads();
+
+  // Gives local slot `slot` of layer `local_layer` to logical expert `expert`, with the tensors
+  // (value, m, v for w1, w3, w2, in that order) the caller moved from the expert's previous holder.
+  void assign_slot(int local_layer, int slot, int expert, std::vector<std::vector<float>> state);
+  // The state assign_slot takes, read from a slot: value, m, v of w1, w3, w2.
+  std::vector<std::vector<float>> slot_state(int local_layer, int slot) const;
   std::size_t bytes() const;  // values, gradients and optimizer state
 
  private:
   int add(std::string name, std::size_t size, bool replicated, bool decay, float init, std::uint64_t seed);
+  std::string expert_name(int local_layer, int expert, const char* tensor) const;
+  int first_layer_ = 0;
   std::vector<param> params_;
   std::vector<layer_slots> layers_;
   edge_slots edges_;

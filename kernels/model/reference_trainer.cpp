@@ -25,7 +25,9 @@ void update_router_bias(param_set& p, int layer, const std::vector<double>& load
 reference_result train_reference(const reference_config& cfg) {
   const model_shape& m = cfg.shape;
   const ep_layout single{1, 0};
-  reference_result out{{}, {}, param_set(m, single, 0, cfg.layers, true, true, cfg.seed)};
+  const slot_map slots = slot_map::identity(m.experts, 1);
+  const std::vector<std::vector<int>> experts(cfg.layers, slots.local_experts(0));
+  reference_result out{{}, {}, param_set(m, experts, 0, cfg.layers, true, true, cfg.seed)};
   param_set& P = out.params;
   std::vector<float> scratch;
   const double tokens = static_cast<double>(cfg.microbatches) * cfg.microbatch_size * m.seq_len;
@@ -38,7 +40,8 @@ reference_result train_reference(const reference_config& cfg) {
       auto data = synthetic_tokens(cfg.seed, step, mb, 0, cfg.microbatch_size, m.seq_len, m.vocab);
       std::vector<layer_state> states(cfg.layers);
       std::vector<layer_ctx> ctx(cfg.layers);
-      for (int l = 0; l < cfg.layers; ++l) ctx[l] = {&m, single, cfg.microbatch_size, &P, l, &scratch};
+      for (int l = 0; l < cfg.layers; ++l)
+        ctx[l] = {&m, single, &slots, cfg.microbatch_size, 0, token_seed(cfg.seed, step, mb, l), &P, l, &scratch};
       embed_forward(m, P, data.ids, states[0].x);
       for (int l = 0; l < cfg.layers; ++l) {
         layer_state& s = states[l];

@@ -13,6 +13,11 @@ std::uint64_t mix(std::uint64_t x) {
 
 }  // namespace
 
+std::uint64_t token_seed(std::uint64_t seed, int step, int microbatch, int layer) {
+  return mix(seed ^ mix(0x70c0 + static_cast<std::uint64_t>(step)) ^ mix(0x3b00000 + static_cast<std::uint64_t>(microbatch)) ^
+             mix(0x1a7e400000000ull + static_cast<std::uint64_t>(layer)));
+}
+
 token_batch synthetic_tokens(std::uint64_t seed, int step, int microbatch, int first_seq, int seqs, int seq_len, int vocab) {
   token_batch b;
   b.ids.resize(static_cast<std::size_t>(seqs) * seq_len);

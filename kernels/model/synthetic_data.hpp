@@ -17,4 +17,7 @@ struct token_batch {
 // Sequences [first_seq, first_seq + seqs) of microbatch `microbatch` in step `step`.
 token_batch synthetic_tokens(std::uint64_t seed, int step, int microbatch, int first_seq, int seqs, int seq_len, int vocab);
 
+// A seed naming (step, microbatch, logical layer), for per-token noise that every split agrees on.
+std::uint64_t token_seed(std::uint64_t seed, int step, int microbatch, int layer);
+
 }  // namespace loom::model

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "runtime/exec/expert_balancer.hpp"
 #include "runtime/sim/component_sim.hpp"
 
 namespace loom::exec {
@@ -31,6 +32,7 @@ struct model_config {
   float bias_update_rate = 0.001f;  // sigmoid gating: DeepSeek-V3's auxiliary-loss-free bias step
   float norm_eps = 1e-5f;
   float init_scale = 0.02f;
+  float router_skew = 0.f;          // Zipf-like expert popularity (see model::model_shape)
 };
 
 struct optimizer_config {
@@ -60,6 +62,8 @@ struct experiment {
   std::string schedule_text;                     // contents, when submitted without a file on disk
   std::map<std::string, std::string> schedule_params;  // passed to the schedule (ranks, microbatches, ...)
 
+  expert_policy_config experts;  // redundant experts and re-planning ([experts], or the schedule's block)
+  bool have_experts = false;     // [experts] was given
   sim::component_costs costs;  // for the timed backend and the predicted timeline (milliseconds)
   bool have_costs = false;     // [costs] was given
   double watchdog_seconds = 120;  // a step that makes no progress for this long fails the experiment

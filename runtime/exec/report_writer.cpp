@@ -221,6 +221,53 @@ nlohmann::json make_report(const experiment& e, const schedule::schedule& s, con
     j["ops"] = ops;
     j["memory"] = {{"peak_activation_bytes", peak}, {"peak_activation_bytes_max", peak_any}};
   }
+  // Expert load balance: per step, the heaviest expert-parallel rank over the mean (token copies its
+  // expert slots processed), averaged over the pipeline stages; and each re-plan of the placement.
+  {
+    json per_step = json::array(), rows = json::array();
+    for (const auto& so : r.outcome.steps) {
+      json step_rows = json::array();
+      for (const auto& rank : so.ranks) step_rows.push_back(rank.expert_rows);
+      rows.push_back(step_rows);
+      double sum = 0;
+      int groups = 0;
+      for (std::size_t g0 = 0; g0 + r.ep <= so.ranks.size(); g0 += r.ep) {
+        double mx = 0, mean = 0;
+        for (int q = 0; q < r.ep; ++q) {
+          double rows = static_cast<double>(so.ranks[g0 + q].expert_rows);
+          mx = std::max(mx, rows);
+          mean += rows / r.ep;
+        }
+        if (mean > 0) {
+          sum += mx / mean;
+          ++groups;
+        }
+      }
+      per_step.push_back(groups > 0 ? sum / groups : 1.0);
+    }
+    json replans = json::array();
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < r.outcome.steps.size(); ++i) {
+      const auto& so = r.outcome.steps[i];
+      if (!so.migrated) continue;
+      json rec{{"after_step", i},
+               {"migration_ms", ms(so.migrate_ns)},
+               {"bytes_moved", so.migrate_bytes},
+               {"experts_moved", so.experts_moved}};
+      while (k < r.replans.size() && r.replans[k].step < static_cast<int>(i)) ++k;
+      if (k < r.replans.size() && r.replans[k].step == static_cast<int>(i)) {
+        rec["imbalance_before"] = r.replans[k].before;
+        rec["imbalance_after"] = r.replans[k].after;
+      }
+      replans.push_back(rec);
+    }
+    j["experts"] = {{"redundant", e.experts.redundant},
+                    {"replan_every", e.experts.replan_every},
+                    {"window", e.experts.window},
+                    {"ep_load_imbalance", per_step},
+                    {"rows_per_rank", rows},
+                    {"replans", replans}};
+  }
   const auto& pa = p.result.actions;
   j["predicted"] = {{"unit", "ms"},
                     {"source", p.source},

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 #include <thread>
 
 #include "actors/component_actor.hpp"
@@ -31,6 +30,7 @@ model::model_shape shape_of(const model_config& m) {
   s.gate = m.gating == gating_kind::sigmoid ? model::gating::sigmoid : model::gating::softmax;
   s.norm_eps = m.norm_eps;
   s.init_scale = m.init_scale;
+  s.router_skew = m.router_skew;
   return s;
 }
 
@@ -49,46 +49,6 @@ std::vector<double> timed_costs(const sim::component_costs& c) {
   ms[static_cast<int>(op_kind::mlp_w)] = c.mlp_w;
   ms[static_cast<int>(op_kind::attn_w)] = c.attn_w;
   return ms;
-}
-
-// The gradient-sum plan: tensors held by the same set of ranks form a group; each rank gets the
-// groups it belongs to, tensors in name order, its copies in chunk order.
-std::vector<actors::sync_plan> plan_sync(const std::vector<std::shared_ptr<actors::rank_context>>& ctxs) {
-  struct copy {
-    int rank, chunk, slot;
-  };
-  std::map<std::string, std::vector<copy>> holders;
-  for (std::size_t g = 0; g < ctxs.size(); ++g)
-    for (std::size_t c = 0; c < ctxs[g]->chunks.size(); ++c) {
-      const auto& params = ctxs[g]->chunks[c].params->all();
-      for (std::size_t i = 0; i < params.size(); ++i)
-        holders[params[i].name].push_back({static_cast<int>(g), static_cast<int>(c), static_cast<int>(i)});
-    }
-  std::map<std::vector<int>, std::vector<std::string>> by_members;  // member set -> tensor names (sorted)
-  for (const auto& [name, copies] : holders) {
-    std::set<int> members;
-    for (const auto& cp : copies) members.insert(cp.rank);
-    by_members[std::vector<int>(members.begin(), members.end())].push_back(name);
-  }
-  std::vector<actors::sync_plan> plans(ctxs.size());
-  int id = 0;
-  for (const auto& [members, names] : by_members) {
-    for (int r : members) {
-      actors::sync_group g;
-      g.id = id;
-      g.members = members;
-      for (const auto& name : names) {
-        std::vector<std::pair<int, int>> mine;
-        for (const auto& cp : holders[name])
-          if (cp.rank == r) mine.push_back({cp.chunk, cp.slot});
-        std::sort(mine.begin(), mine.end());
-        g.tensors.push_back(std::move(mine));
-      }
-      plans[r].groups.push_back(std::move(g));
-    }
-    ++id;
-  }
-  return plans;
 }
 
 struct runtime_config : caf::actor_system_config {
@@ -110,7 +70,8 @@ expected<void> check_experiment(const experiment& e, const schedule::schedule& s
     return refuse(e, "model.layers = " + std::to_string(e.model.layers) + " cannot be split over the " + std::to_string(stages) +
                          " stages of schedule '" + s.name + "' (it must be a multiple)");
   if (e.model.hidden % e.model.heads != 0) return refuse(e, "model.hidden is not divisible by model.heads");
-  if (e.model.experts % e.ep != 0) return refuse(e, "model.experts is not divisible by parallel.ep");
+  if (e.model.experts % e.ep != 0 && !e.experts.enabled() && !s.experts)
+    return refuse(e, "model.experts is not divisible by parallel.ep");
   if (e.microbatch_size % e.ep != 0) return refuse(e, "batch.microbatch_size is not divisible by parallel.ep");
   if (e.model.top_k > e.model.experts) return refuse(e, "model.top_k exceeds model.experts");
   if (e.backend == backend_kind::cuda) return unexpected(errc::unavailable, "the cuda backend is not part of this build's embedded runner");
@@ -133,6 +94,21 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
   auto net = transport::make_local_transport(world);
 
   const model::model_shape shape = shape_of(e.model);
+  // The experiment's expert policy, or the schedule's `experts` block.
+  expert_policy_config policy = e.experts;
+  if (!e.have_experts && s.experts) {
+    policy.redundant = s.experts->redundant;
+    policy.replan_every = s.experts->replan_interval;
+    policy.window = s.experts->window;
+    policy.planner = s.experts->planner;
+  }
+  auto balancer = std::make_shared<expert_balancer>(policy, e.model.layers, e.model.experts, e.ep);
+  std::vector<model::slot_map> placements(e.model.layers, model::slot_map::identity(e.model.experts, e.ep));
+  if (policy.enabled()) {
+    auto planned = balancer->initial();
+    if (!planned) return unexpected(errc::invalid_experiment, (e.path.empty() ? e.name : e.path) + ": " + planned.error().message);
+    placements = std::move(*planned);
+  }
   const double total_tokens = static_cast<double>(s.total_microbatches()) * e.microbatch_size * e.model.seq_len;
   std::vector<std::shared_ptr<actors::rank_context>> ctxs;
   for (int r = 0; r < e.pp; ++r)
@@ -159,14 +135,21 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
         c.microbatch_offset = s.global_microbatch(ref.pipeline, 0);
         c.first_stage = ref.stage == 0;
         c.last_stage = ref.stage == stages - 1;
-        c.params = std::make_unique<model::param_set>(shape, ctx->ep, c.first_layer, Lc, c.first_stage, c.last_stage, e.seed);
+        std::vector<std::vector<int>> local_experts;
+        for (int l = 0; l < Lc; ++l) {
+          c.slots.push_back(placements[c.first_layer + l]);
+          local_experts.push_back(c.slots.back().local_experts(q));
+        }
+        c.params = std::make_unique<model::param_set>(shape, local_experts, c.first_layer, Lc, c.first_stage, c.last_stage, e.seed);
         ctx->chunks.push_back(std::move(c));
       }
       if (opt.fault && opt.fault->rank == ctx->global_rank)
         ctx->inject = actors::fault{static_cast<std::uint8_t>(opt.fault->kind), opt.fault->microbatch, opt.fault->hang};
       ctxs.push_back(std::move(ctx));
     }
-  auto plans = plan_sync(ctxs);
+  std::vector<std::vector<int>> stage_holders(stages);
+  for (int r = 0; r < e.pp; ++r)
+    for (const auto& ref : s.placement[r]) stage_holders[ref.stage].push_back(r);
 
   // The threads that run actors: the component actors compute in their handlers, so more threads
   // than cores only adds contention; and BLAS runs single-threaded inside them for the same reason.
@@ -181,6 +164,8 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
   cs.logical_layers = e.model.layers;
   cs.experts = e.model.experts;
   cs.send_load = e.model.gating == gating_kind::sigmoid && e.backend != backend_kind::timed;
+  if (policy.replan_every > 0 && e.backend != backend_kind::timed)
+    cs.replan = [balancer](int step, const std::vector<double>& load) { return balancer->after_step(step, load); };
   for (int g = 0; g < world; ++g) {
     auto program = std::make_shared<actors::rank_program>(result.lowered.ranks[g / e.ep]);
     actors::driver_setup ds;
@@ -194,7 +179,7 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
       }
       ds.components.push_back(comps);
     }
-    ds.sync = std::move(plans[g]);
+    ds.stage_holders = stage_holders;
     ds.adamw = {e.optimizer.lr, e.optimizer.beta1, e.optimizer.beta2, e.optimizer.eps, e.optimizer.weight_decay};
     ds.bias_update_rate = e.model.gating == gating_kind::sigmoid ? e.model.bias_update_rate : 0.f;
     ds.logical_layers = e.model.layers;
@@ -257,6 +242,7 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
     if (e.backend != backend_kind::timed) result.loss.push_back(st.loss_sum / total_tokens);
     result.grad_norm.push_back(st.grad_norm);
   }
+  result.replans = balancer->history();
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

@@ -45,6 +45,7 @@ struct run_result {
   lower::lowered_schedule lowered;    // what ran, for mapping measurements to actions
   int ep = 1;
   int layers_per_chunk = 1;
+  std::vector<replan_record> replans;  // expert re-plans, with the imbalance before and after
   std::map<std::string, std::vector<double>> grads;   // collect_tensors: by logical name
   std::map<std::string, std::vector<float>> values;
   double wall_seconds = 0;
