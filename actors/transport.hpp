@@ -37,12 +37,15 @@ struct tag {
   std::uint16_t stage = 0;
   std::uint16_t layer = 0;
   std::uint32_t microbatch = 0;
+  // 48 bits, so a transport can add the sender's rank above them: kind 4, pipeline 4, stage 10,
+  // layer 10, microbatch 20 bits.
   std::uint64_t pack() const {
-    return (static_cast<std::uint64_t>(kind) << 56) | (static_cast<std::uint64_t>(pipeline & 0xff) << 48) |
-           (static_cast<std::uint64_t>(stage & 0xfff) << 36) | (static_cast<std::uint64_t>(layer & 0xfff) << 24) |
-           (microbatch & 0xffffffu);
+    return (static_cast<std::uint64_t>(kind) & 0xf) << 44 | (static_cast<std::uint64_t>(pipeline) & 0xf) << 40 |
+           (static_cast<std::uint64_t>(stage) & 0x3ff) << 30 | (static_cast<std::uint64_t>(layer) & 0x3ff) << 20 |
+           (static_cast<std::uint64_t>(microbatch) & 0xfffff);
   }
 };
+inline constexpr std::uint64_t tag_bits = 48;
 
 using receive_callback = std::function<void(expected<payload>)>;
 

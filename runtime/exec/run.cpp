@@ -4,8 +4,7 @@
 #include <chrono>
 #include <thread>
 
-#include "actors/component_actor.hpp"
-#include "actors/rank_driver.hpp"
+#include "runtime/exec/run_plan.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "runtime/transport/local_transport.hpp"
 
@@ -17,55 +16,24 @@ unexpected refuse(const experiment& e, const std::string& why) {
   return unexpected(errc::invalid_experiment, (e.path.empty() ? e.name : e.path) + ": " + why);
 }
 
-model::model_shape shape_of(const model_config& m) {
-  model::model_shape s;
-  s.hidden = m.hidden;
-  s.heads = m.heads;
-  s.experts = m.experts;
-  s.top_k = m.top_k;
-  s.expert_ffn = m.expert_ffn;
-  s.shared_ffn = m.shared_ffn;
-  s.vocab = m.vocab;
-  s.seq_len = m.seq_len;
-  s.gate = m.gating == gating_kind::sigmoid ? model::gating::sigmoid : model::gating::softmax;
-  s.norm_eps = m.norm_eps;
-  s.init_scale = m.init_scale;
-  s.router_skew = m.router_skew;
-  return s;
-}
-
-// Timed backend: the duration of each op kind, from the cost table.
-std::vector<double> timed_costs(const sim::component_costs& c) {
-  using actors::op_kind;
-  std::vector<double> ms(actors::op_kind_count, 0.0);
-  ms[static_cast<int>(op_kind::attn_f)] = c.attn;
-  ms[static_cast<int>(op_kind::dispatch_f)] = c.dispatch;
-  ms[static_cast<int>(op_kind::mlp_f)] = c.mlp;
-  ms[static_cast<int>(op_kind::combine_f)] = c.combine;
-  ms[static_cast<int>(op_kind::combine_b)] = c.combine_b;
-  ms[static_cast<int>(op_kind::mlp_b)] = c.mlp_b;
-  ms[static_cast<int>(op_kind::dispatch_b)] = c.dispatch_b;
-  ms[static_cast<int>(op_kind::attn_b)] = c.attn_b;
-  ms[static_cast<int>(op_kind::mlp_w)] = c.mlp_w;
-  ms[static_cast<int>(op_kind::attn_w)] = c.attn_w;
-  return ms;
-}
-
 struct runtime_config : caf::actor_system_config {
   explicit runtime_config(int threads) {
-    actors::register_message_types(*this);
-    actors::register_coordinator_types(*this);
+    register_runtime_types(*this);
     if (threads > 0) set("scheduler.max-threads", static_cast<std::int64_t>(threads));
   }
 };
 
 }  // namespace
 
+void collect_tensors(caf::scoped_actor& self, const std::vector<spawned_rank>& ranks, run_result& result);
+
 expected<void> check_experiment(const experiment& e, const schedule::schedule& s) {
   const int stages = schedule::logical_stages(s);
   if (e.pp != s.ranks())
     return refuse(e, "parallel.pp = " + std::to_string(e.pp) + " but schedule '" + s.name + "' has " + std::to_string(s.ranks()) +
                          " ranks (set both, or leave schedule.ranks to follow pp)");
+  if (stages > 1024 || s.pipelines.size() > 16 || e.model.layers > 1024)
+    return refuse(e, "the runtime tags messages with at most 1024 stages, 16 pipelines and 1024 layers");
   if (stages <= 0 || e.model.layers % stages != 0)
     return refuse(e, "model.layers = " + std::to_string(e.model.layers) + " cannot be split over the " + std::to_string(stages) +
                          " stages of schedule '" + s.name + "' (it must be a multiple)");
@@ -81,75 +49,12 @@ expected<void> check_experiment(const experiment& e, const schedule::schedule& s
 }
 
 expected<run_result> run_experiment(const experiment& e, const schedule::schedule& s, const run_options& opt) {
-  if (auto ok = check_experiment(e, s); !ok) return unexpected(ok.error());
+  auto plan = make_run_plan(e, s);
+  if (!plan) return unexpected(plan.error());
   const auto t0 = std::chrono::steady_clock::now();
-  const int stages = schedule::logical_stages(s);
-  const int Lc = e.model.layers / stages;
-  const int world = e.pp * e.ep;
-
   run_result result;
-  result.ep = e.ep;
-  result.layers_per_chunk = Lc;
-  result.lowered = lower::lower(s, {Lc, e.costs.comm_sms});
-  auto net = transport::make_local_transport(world);
-
-  const model::model_shape shape = shape_of(e.model);
-  // The experiment's expert policy, or the schedule's `experts` block.
-  expert_policy_config policy = e.experts;
-  if (!e.have_experts && s.experts) {
-    policy.redundant = s.experts->redundant;
-    policy.replan_every = s.experts->replan_interval;
-    policy.window = s.experts->window;
-    policy.planner = s.experts->planner;
-  }
-  auto balancer = std::make_shared<expert_balancer>(policy, e.model.layers, e.model.experts, e.ep);
-  std::vector<model::slot_map> placements(e.model.layers, model::slot_map::identity(e.model.experts, e.ep));
-  if (policy.enabled()) {
-    auto planned = balancer->initial();
-    if (!planned) return unexpected(errc::invalid_experiment, (e.path.empty() ? e.name : e.path) + ": " + planned.error().message);
-    placements = std::move(*planned);
-  }
-  const double total_tokens = static_cast<double>(s.total_microbatches()) * e.microbatch_size * e.model.seq_len;
-  std::vector<std::shared_ptr<actors::rank_context>> ctxs;
-  for (int r = 0; r < e.pp; ++r)
-    for (int q = 0; q < e.ep; ++q) {
-      auto ctx = std::make_shared<actors::rank_context>();
-      ctx->pipeline_rank = r;
-      ctx->ep_index = q;
-      ctx->global_rank = r * e.ep + q;
-      ctx->shape = shape;
-      ctx->ep = {e.ep, q};
-      ctx->layers_per_chunk = Lc;
-      ctx->seqs = e.microbatch_size / e.ep;
-      ctx->seed = e.seed;
-      ctx->total_tokens = total_tokens;
-      ctx->net = transport::local_handle(net, ctx->global_rank);
-      ctx->mode = e.backend == backend_kind::timed ? actors::backend::timed : actors::backend::cpu;
-      ctx->timed_ms = timed_costs(e.costs);
-      ctx->sms_total = e.costs.sms_total;
-      for (const auto& ref : s.placement[r]) {
-        actors::chunk_info c;
-        c.pipeline = ref.pipeline;
-        c.stage = ref.stage;
-        c.first_layer = ref.stage * Lc;
-        c.microbatch_offset = s.global_microbatch(ref.pipeline, 0);
-        c.first_stage = ref.stage == 0;
-        c.last_stage = ref.stage == stages - 1;
-        std::vector<std::vector<int>> local_experts;
-        for (int l = 0; l < Lc; ++l) {
-          c.slots.push_back(placements[c.first_layer + l]);
-          local_experts.push_back(c.slots.back().local_experts(q));
-        }
-        c.params = std::make_unique<model::param_set>(shape, local_experts, c.first_layer, Lc, c.first_stage, c.last_stage, e.seed);
-        ctx->chunks.push_back(std::move(c));
-      }
-      if (opt.fault && opt.fault->rank == ctx->global_rank)
-        ctx->inject = actors::fault{static_cast<std::uint8_t>(opt.fault->kind), opt.fault->microbatch, opt.fault->hang};
-      ctxs.push_back(std::move(ctx));
-    }
-  std::vector<std::vector<int>> stage_holders(stages);
-  for (int r = 0; r < e.pp; ++r)
-    for (const auto& ref : s.placement[r]) stage_holders[ref.stage].push_back(r);
+  result.lowered = plan->lowered;
+  auto net = transport::make_local_transport(plan->world);
 
   // The threads that run actors: the component actors compute in their handlers, so more threads
   // than cores only adds contention; and BLAS runs single-threaded inside them for the same reason.
@@ -158,59 +63,11 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
   runtime_config cfg(threads);
   caf::actor_system sys{cfg};
 
-  actors::coordinator_setup cs;
-  cs.steps = e.steps;
-  cs.watchdog_seconds = e.watchdog_seconds;
-  cs.logical_layers = e.model.layers;
-  cs.experts = e.model.experts;
-  cs.send_load = e.model.gating == gating_kind::sigmoid && e.backend != backend_kind::timed;
-  if (policy.replan_every > 0 && e.backend != backend_kind::timed)
-    cs.replan = [balancer](int step, const std::vector<double>& load) { return balancer->after_step(step, load); };
-  for (int g = 0; g < world; ++g) {
-    auto program = std::make_shared<actors::rank_program>(result.lowered.ranks[g / e.ep]);
-    actors::driver_setup ds;
-    ds.ctx = ctxs[g];
-    ds.program = program;
-    for (std::size_t c = 0; c < ctxs[g]->chunks.size(); ++c) {
-      std::array<actors::component_actor, 4> comps;
-      for (int role = 0; role < 4; ++role) {
-        comps[role] = actors::spawn_component(sys, ctxs[g], static_cast<actors::component_role>(role));
-        cs.others.push_back(caf::actor_cast<caf::actor>(comps[role]));
-      }
-      ds.components.push_back(comps);
-    }
-    ds.stage_holders = stage_holders;
-    ds.adamw = {e.optimizer.lr, e.optimizer.beta1, e.optimizer.beta2, e.optimizer.eps, e.optimizer.weight_decay};
-    ds.bias_update_rate = e.model.gating == gating_kind::sigmoid ? e.model.bias_update_rate : 0.f;
-    ds.logical_layers = e.model.layers;
-    cs.ranks.push_back(actors::spawn_rank_driver(sys, std::move(ds)));
-    std::vector<int> layers;
-    for (const auto& c : ctxs[g]->chunks)
-      for (int l = 0; l < Lc; ++l) layers.push_back(c.first_layer + l);
-    cs.logical_layer.push_back(std::move(layers));
-  }
-  cs.describe = [&s, &result, ep = e.ep](const actors::rank_status& st) {
-    std::string who = "rank " + std::to_string(st.rank / ep) + (ep > 1 ? " (ep " + std::to_string(st.rank % ep) + ")" : "");
-    std::string action;
-    const int r = st.rank / ep;
-    if (st.action >= 0 && st.action < static_cast<int>(s.programs[r].size()))
-      action = " at " + schedule::to_string(s.programs[r][st.action]);
-    return who + action + ": " + st.waiting;
-  };
+  std::vector<spawned_rank> ranks;
+  for (int g = 0; g < plan->world; ++g)
+    ranks.push_back(spawn_rank(sys, *plan, make_rank_context(*plan, g, transport::local_handle(net, g), opt.fault)));
+  auto cs = make_coordinator_setup(*plan, ranks, opt.on_step);
   cs.on_abort = [net](const loom::error& why) { transport::local_handle(net, 0).abort(why); };
-  cs.on_step = [&](int step, const actors::step_outcome& so) {
-    if (!opt.on_step) return;
-    step_progress p;
-    p.step = step;
-    p.steps = e.steps;
-    p.loss = so.loss_sum / total_tokens;
-    p.grad_norm = so.grad_norm;
-    p.seconds = static_cast<double>(so.wall_ns) * 1e-9;
-    opt.on_step(p);
-  };
-
-  std::vector<actors::rank_actor> ranks = cs.ranks;
-  std::vector<caf::actor> others = cs.others;
   auto coord = actors::spawn_coordinator(sys, std::move(cs));
   {
     caf::scoped_actor self{sys};
@@ -220,31 +77,29 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
                    result.outcome.ok = false;
                    result.outcome.error = "the coordinator failed: " + sys.render(err);
                  });
-    if (result.outcome.ok && opt.collect_tensors) {
-      for (auto& r : ranks)
-        self->request(r, std::chrono::seconds(60), actors::grads_atom::value)
-            .receive(
-                [&](actors::tensor_dump d) {
-                  for (std::size_t i = 0; i < d.names.size(); ++i) {
-                    result.grads.emplace(d.names[i], std::move(d.grads[i]));
-                    result.values.emplace(d.names[i], std::move(d.values[i]));
-                  }
-                },
-                [&](caf::error&) {});
+    if (result.outcome.ok && opt.collect_tensors) collect_tensors(self, ranks, result);
+    for (auto& r : ranks) {
+      self->send_exit(r.driver, caf::exit_reason::user_shutdown);
+      for (auto& a : r.components) self->send_exit(a, caf::exit_reason::user_shutdown);
     }
-    for (auto& r : ranks) self->send_exit(r, caf::exit_reason::user_shutdown);
-    for (auto& a : others) self->send_exit(a, caf::exit_reason::user_shutdown);
     self->send_exit(coord, caf::exit_reason::user_shutdown);
   }
-  result.ok = result.outcome.ok;
-  result.error = result.outcome.error;
-  for (const auto& st : result.outcome.steps) {
-    if (e.backend != backend_kind::timed) result.loss.push_back(st.loss_sum / total_tokens);
-    result.grad_norm.push_back(st.grad_norm);
-  }
-  result.replans = balancer->history();
+  summarize(*plan, result);
   result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
+}
+
+void collect_tensors(caf::scoped_actor& self, const std::vector<spawned_rank>& ranks, run_result& result) {
+  for (auto& r : ranks)
+    self->request(r.driver, std::chrono::seconds(60), actors::grads_atom::value)
+        .receive(
+            [&](actors::tensor_dump d) {
+              for (std::size_t i = 0; i < d.names.size(); ++i) {
+                result.grads.emplace(d.names[i], std::move(d.grads[i]));
+                result.values.emplace(d.names[i], std::move(d.values[i]));
+              }
+            },
+            [&](caf::error&) {});
 }
 
 }  // namespace loom::exec
