@@ -30,6 +30,8 @@ struct expr {
   unary_op uop = unary_op::negate;
   binary_op bop = binary_op::add;
   std::vector<expr_ptr> args;      // unary: 1, binary: 2, call: any
+  int depth = 1;                   // height of this subtree (bounded by the parser)
+  mutable int slot = -1;           // name: its position in the environment, resolved by the checker
 };
 
 struct stmt;

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <filesystem>
 #include <memory>
+#include <unordered_map>
 
 #include "dsl/evaluator.hpp"
 #include "dsl/lexer.hpp"
@@ -39,7 +40,7 @@ class compiler {
   // Reads, lexes and parses `path` and, depth first, the files it imports.
   void load(const std::string& path, source_loc from, int depth) {
     if (depth > limits::max_import_depth) {
-      diags_.error(from, "imports nest deeper than " + std::to_string(limits::max_import_depth) + " files");
+      diags_.limit_error(from, "imports nest deeper than " + std::to_string(limits::max_import_depth) + " files");
       return;
     }
     std::string key = std::filesystem::path(path).lexically_normal().string();
@@ -52,12 +53,13 @@ class compiler {
       if (done == key) return;  // imported twice through different files: once is enough
     auto id = read_(sources_, path);
     if (!id) {
-      diags_.error(from, id.error().message);
+      if (id.error().code == errc::limit_exceeded) diags_.limit_error(from, id.error().message);
+      else diags_.error(from, id.error().message);
       return;
     }
     total_bytes_ += sources_.file(*id).text.size();
     if (total_bytes_ > limits::max_total_source_bytes) {
-      diags_.error(from, "the schedule and its imports exceed " + std::to_string(limits::max_total_source_bytes) + " bytes");
+      diags_.limit_error(from, "the schedule and its imports exceed " + std::to_string(limits::max_total_source_bytes) + " bytes");
       return;
     }
     stack_.push_back(key);
@@ -77,15 +79,17 @@ class compiler {
     if (files_.empty()) return fail();
     const file_ast& main = files_.front()->ast;
     std::vector<const schedule::overlap_recipe*> recipes;
+    std::unordered_map<std::string, const schedule::overlap_recipe*> recipe_names;
     for (const auto& f : files_)
       for (const auto& r : f->ast.recipes) {
-        for (const auto* seen : recipes)
-          if (seen->name == r.name) {
-            auto& d = diags_.error(r.where, "overlap recipe '" + r.name + "' is defined twice");
-            d.notes.push_back({severity::note, seen->where, "first defined here", {}});
-          }
+        auto [it, fresh] = recipe_names.emplace(r.name, &r);
+        if (!fresh) {
+          auto& d = diags_.error(r.where, "overlap recipe '" + r.name + "' is defined twice");
+          d.notes.push_back({severity::note, it->second->where, "first defined here", {}});
+        }
         schedule::check_recipe(r, diags_);
         recipes.push_back(&r);
+        if (diags_.full()) break;
       }
     if (diags_.has_errors()) return fail();
 
@@ -116,13 +120,16 @@ class compiler {
     evaluation_input in;
     in.decl = decl;
     in.recipes = recipes;
+    std::unordered_map<std::string, const program_decl*> program_names;
     for (const auto& f : files_)
       for (const auto& prog : f->ast.programs) {
-        for (const auto* seen : in.programs)
-          if (seen->name == prog.name) {
-            auto& d = diags_.error(prog.loc, "program '" + prog.name + "' is defined twice");
-            d.notes.push_back({severity::note, seen->loc, "first defined here", {}});
-          }
+        auto [it, fresh] = program_names.emplace(prog.name, &prog);
+        if (!fresh) {
+          auto& d = diags_.error(prog.loc, "program '" + prog.name + "' is defined twice");
+          d.notes.push_back({severity::note, it->second->loc, "first defined here", {}});
+          if (diags_.full()) break;
+          continue;
+        }
         in.programs.push_back(&prog);
       }
     if (diags_.has_errors()) return fail();
@@ -133,13 +140,13 @@ class compiler {
       if (!declared) {
         std::string names;
         for (const auto& p : decl->params) names += (names.empty() ? "" : ", ") + p.name;
-        return unexpected(errc::invalid_argument, "--set " + name + ": schedule '" + decl->name +
+        return unexpected(errc::invalid_argument, req.path + ": --set " + name + ": schedule '" + decl->name +
                                                       "' has no parameter '" + name + "' (its parameters: " + names + ")");
       }
       std::int64_t v = 0;
       auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
       if (ec != std::errc() || ptr != text.data() + text.size())
-        return unexpected(errc::invalid_argument, "--set " + name + "=" + text + ": the value must be an integer");
+        return unexpected(errc::invalid_argument, req.path + ": --set " + name + "=" + text + ": the value must be an integer");
       in.params[name] = v;
     }
     auto s = evaluate(in, diags_);
@@ -151,11 +158,7 @@ class compiler {
 
  private:
   unexpected fail(errc code = errc::parse_error) {
-    // Limits and missing files are not syntax errors: say what they are.
-    for (const auto& d : diags_.items()) {
-      if (d.message.find("limit") != std::string::npos || d.message.find("exceed") != std::string::npos) code = errc::limit_exceeded;
-    }
-    return unexpected(to_error(sources_, diags_, code));
+    return unexpected(to_error(sources_, diags_, diags_.hit_limit() ? errc::limit_exceeded : code));
   }
 
   source_set& sources_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <deque>
 #include <functional>
+#include <set>
+#include <unordered_map>
 
 #include "runtime/schedule/limits.hpp"
 #include "runtime/schedule/recipe.hpp"
@@ -22,19 +24,34 @@ struct evaluation_stopped {};
 
 class name_checker {
  public:
-  name_checker(diagnostic_list& d, const std::vector<const program_decl*>& programs) : diags_(d), programs_(programs) {}
+  name_checker(diagnostic_list& d, const std::vector<const program_decl*>& programs) : diags_(d) {
+    for (const auto* p : programs) programs_.emplace(p->name, p);
+  }
 
-  void push(const std::string& name) { scope_.push_back(name); }
+  // The scope mirrors the evaluator's environment exactly, so a name's position here is its slot there.
+  void push(const std::string& name) {
+    index_[name].push_back(static_cast<int>(scope_.size()));
+    scope_.push_back(name);
+  }
   std::size_t mark() const { return scope_.size(); }
-  void pop_to(std::size_t m) { scope_.resize(m); }
+  void pop_to(std::size_t m) {
+    while (scope_.size() > m) {
+      auto it = index_.find(scope_.back());
+      it->second.pop_back();
+      if (it->second.empty()) index_.erase(it);
+      scope_.pop_back();
+    }
+  }
 
   void check(const expr& e) {
     switch (e.k) {
       case expr::kind::integer: return;
-      case expr::kind::name:
-        if (std::find(scope_.rbegin(), scope_.rend(), e.name) == scope_.rend())
-          diags_.error(e.loc, "unknown name '" + e.name + "'" + suggestion(e.name));
+      case expr::kind::name: {
+        auto it = index_.find(e.name);
+        if (it == index_.end()) diags_.error(e.loc, "unknown name '" + e.name + "'" + suggestion(e.name));
+        else e.slot = it->second.back();
         return;
+      }
       case expr::kind::call:
         if (e.name != "min" && e.name != "max" && e.name != "abs" && e.name != "deferred")
           diags_.error(e.loc, "unknown function '" + e.name + "' (available: min, max, abs, deferred)");
@@ -89,11 +106,11 @@ class name_checker {
         return;
       case stmt::kind::call: {
         for (const auto& a : s.args) check(*a);
-        auto it = std::find_if(programs_.begin(), programs_.end(), [&](const auto* p) { return p->name == s.name; });
+        auto it = programs_.find(s.name);
         if (it == programs_.end())
           diags_.error(s.loc, "unknown program '" + s.name + "' (define it with 'program " + s.name + "(...) { ... }' or import it)");
-        else if ((*it)->params.size() != s.args.size())
-          diags_.error(s.loc, "program '" + s.name + "' takes " + std::to_string((*it)->params.size()) + " arguments, not " +
+        else if (it->second->params.size() != s.args.size())
+          diags_.error(s.loc, "program '" + s.name + "' takes " + std::to_string(it->second->params.size()) + " arguments, not " +
                                   std::to_string(s.args.size()));
         return;
       }
@@ -109,15 +126,37 @@ class name_checker {
     if (st.chunk) check(*st.chunk);
     if (st.microbatch) check(*st.microbatch);
   }
+  // A name in scope within two edits of the unknown one (or containing it), nearest first.
   std::string suggestion(const std::string& name) const {
-    for (auto it = scope_.rbegin(); it != scope_.rend(); ++it)
-      if (it->size() > 2 && (it->find(name) != std::string::npos || name.find(*it) != std::string::npos))
-        return " (did you mean '" + *it + "'?)";
-    return "";
+    std::string best;
+    std::size_t best_distance = 3;
+    for (const auto& [candidate, slots] : index_) {
+      std::size_t d = edit_distance(name, candidate);
+      if (candidate.size() > 2 && (candidate.find(name) != std::string::npos || name.find(candidate) != std::string::npos))
+        d = std::min<std::size_t>(d, 2);
+      if (d < best_distance || (d == best_distance && !best.empty() && candidate < best)) {
+        best_distance = d;
+        best = candidate;
+      }
+    }
+    return best.empty() ? "" : " (did you mean '" + best + "'?)";
+  }
+  static std::size_t edit_distance(const std::string& a, const std::string& b) {
+    if (a.size() > 64 || b.size() > 64) return 99;
+    std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j)
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
   }
   std::vector<std::string> scope_;
+  std::unordered_map<std::string, std::vector<int>> index_;
   diagnostic_list& diags_;
-  const std::vector<const program_decl*>& programs_;
+  std::unordered_map<std::string, const program_decl*> programs_;
 };
 
 // ---- evaluation -------------------------------------------------------------------------------
@@ -139,16 +178,21 @@ class evaluator {
     throw evaluation_stopped{};
   }
 
-  void tick(source_loc loc) {
-    if (++steps_ > limits::max_eval_steps)
-      fail(loc, "evaluation takes more than " + std::to_string(limits::max_eval_steps) +
-                    " steps; the language caps it so no schedule can hang the checker");
+  [[noreturn]] void fail_limit(source_loc loc, std::string message) {
+    diags_.limit_error(loc, std::move(message));
+    throw evaluation_stopped{};
   }
 
+  void tick(source_loc loc) {
+    if (++steps_ > limits::max_eval_steps)
+      fail_limit(loc, "evaluation takes more than " + std::to_string(limits::max_eval_steps) +
+                          " steps; the language caps it so no schedule can hang the checker");
+  }
+
+  // The checker resolved every name to its slot in the environment.
   std::int64_t lookup(const expr& e) {
-    for (auto it = env.rbegin(); it != env.rend(); ++it)
-      if (it->name == e.name) return it->value;
-    fail(e.loc, "unknown name '" + e.name + "'");
+    if (e.slot < 0 || e.slot >= static_cast<int>(env.size())) fail(e.loc, "internal: name '" + e.name + "' was not resolved");
+    return env[e.slot].value;
   }
 
   std::int64_t eval(const expr& e) {
@@ -213,9 +257,12 @@ class evaluator {
     }
   }
 
+  std::size_t params = 0;  // the first bindings are the schedule's parameters
+
   std::string context() const {
     std::string out;
-    for (const auto& b : env) out += (out.empty() ? "" : ", ") + b.name + "=" + std::to_string(b.value);
+    for (std::size_t i = 0; i < params && i < env.size(); ++i)
+      out += (out.empty() ? "" : ", ") + env[i].name + "=" + std::to_string(env[i].value);
     return out;
   }
 
@@ -269,8 +316,9 @@ class statement_runner {
         return;
       }
       case stmt::kind::for_: {
-        std::int64_t begin = ev_.eval(*s.value), end = ev_.eval(*s.end);
-        if (end > begin) check_trips(end - begin, s.value->loc);
+        std::int64_t begin = ev_.eval(*s.value), end = ev_.eval(*s.end), trips = 0;
+        if (end > begin && __builtin_sub_overflow(end, begin, &trips)) trips = INT64_MAX;
+        if (end > begin) check_trips(trips, s.value->loc);
         for (std::int64_t i = begin; i < end; ++i) {
           ev_.tick(s.loc);
           ev_.env.push_back({s.name, i});
@@ -293,7 +341,7 @@ class statement_runner {
       if (candidate->name == s.name) p = candidate;
     if (!p) ev_.fail(s.loc, "unknown program '" + s.name + "'");
     if (++call_depth_ > limits::max_nesting)
-      ev_.fail(s.loc, "programs call each other deeper than " + std::to_string(limits::max_nesting) + " levels");
+      ev_.fail_limit(s.loc, "programs call each other deeper than " + std::to_string(limits::max_nesting) + " levels");
     std::vector<binding> args;
     for (std::size_t i = 0; i < s.args.size(); ++i) args.push_back({p->params[i], ev_.eval(*s.args[i])});
     std::vector<binding> saved = std::move(ev_.env);
@@ -305,7 +353,7 @@ class statement_runner {
 
   void check_trips(std::int64_t n, source_loc loc) {
     if (n > limits::max_loop_trips)
-      ev_.fail(loc, "loop would run " + std::to_string(n) + " times; the limit is " + std::to_string(limits::max_loop_trips));
+      ev_.fail_limit(loc, "loop would run " + std::to_string(n) + " times; the limit is " + std::to_string(limits::max_loop_trips));
   }
 
   evaluator& ev_;
@@ -313,6 +361,29 @@ class statement_runner {
  private:
   const std::vector<const program_decl*>& programs_;
   int call_depth_ = 0;
+};
+
+// "The next microbatch" of a chunk: the lowest one not issued yet, without memory for all of them.
+class microbatch_counter {
+ public:
+  explicit microbatch_counter(int limit) : limit_(limit) {}
+  int limit() const { return limit_; }
+  // The lowest microbatch not issued yet, or -1 when all are.
+  int take() {
+    while (!ahead_.empty() && *ahead_.begin() == next_) {
+      ahead_.erase(ahead_.begin());
+      ++next_;
+    }
+    return next_ < limit_ ? next_++ : -1;
+  }
+  void mark(int m) {
+    if (m >= next_) ahead_.insert(m);
+  }
+
+ private:
+  int limit_;
+  int next_ = 0;
+  std::set<int> ahead_;  // issued by explicit index above `next_`
 };
 
 // A rank's program: the counters behind `F c` / `B c` / `W`, and the actions it emits.
@@ -323,11 +394,9 @@ class rank_program final : public statement_runner {
       : statement_runner(ev, programs), rank_(rank), total_actions_(total_actions) {
     for (const auto& ref : s.placement[rank]) {
       int mbs = s.pipelines[ref.pipeline].microbatches;
-      forward_.emplace_back(mbs, false);
-      backward_.emplace_back(mbs, false);
+      forward_.emplace_back(mbs);
+      backward_.emplace_back(mbs);
     }
-    next_forward_.assign(forward_.size(), 0);
-    next_backward_.assign(forward_.size(), 0);
     ev_.deferred_count = [this] { return static_cast<std::int64_t>(deferred_.size()); };
   }
   ~rank_program() override { ev_.deferred_count = nullptr; }
@@ -352,21 +421,11 @@ class rank_program final : public statement_runner {
 
   int explicit_microbatch(const step_expr& st, int chunk) {
     std::int64_t m = ev_.eval(*st.microbatch);
-    int mbs = static_cast<int>(forward_[chunk].size());
+    int mbs = forward_[chunk].limit();
     if (m < 0 || m >= mbs)
       ev_.fail(st.microbatch->loc, "microbatch " + std::to_string(m) + " is out of range: chunk " + std::to_string(chunk) +
                                        "'s pipeline carries microbatches 0.." + std::to_string(mbs - 1));
     return static_cast<int>(m);
-  }
-
-  // The lowest microbatch not yet taken in `issued`, advancing `next` past taken ones.
-  int next_free(std::vector<bool>& issued, int& next, const step_expr& st, int chunk, const char* what) {
-    while (next < static_cast<int>(issued.size()) && issued[next]) ++next;
-    if (next >= static_cast<int>(issued.size()))
-      ev_.fail(st.loc, std::string(what) + " " + std::to_string(chunk) + ": every microbatch of chunk " +
-                           std::to_string(chunk) + " already has one (its pipeline carries " +
-                           std::to_string(issued.size()) + ")");
-    return next;
   }
 
   schedule::step resolve(const step_expr& st) {
@@ -374,11 +433,17 @@ class rank_program final : public statement_runner {
     out.kind = st.kind;
     if (st.kind == phase::W) return resolve_weight(st);
     out.chunk = chunk_of(st);
-    auto& issued = st.kind == phase::F ? forward_[out.chunk] : backward_[out.chunk];
-    int& next = st.kind == phase::F ? next_forward_[out.chunk] : next_backward_[out.chunk];
-    out.microbatch = st.microbatch ? explicit_microbatch(st, out.chunk)
-                                   : next_free(issued, next, st, out.chunk, st.kind == phase::F ? "F" : "B/I");
-    issued[out.microbatch] = true;
+    auto& counter = st.kind == phase::F ? forward_[out.chunk] : backward_[out.chunk];
+    if (st.microbatch) {
+      out.microbatch = explicit_microbatch(st, out.chunk);
+      counter.mark(out.microbatch);
+    } else {
+      out.microbatch = counter.take();
+      if (out.microbatch < 0)
+        ev_.fail(st.loc, std::string(st.kind == phase::F ? "F" : "B/I") + " " + std::to_string(out.chunk) +
+                             ": every microbatch of chunk " + std::to_string(out.chunk) + " already has one (its pipeline carries " +
+                             std::to_string(counter.limit()) + ")");
+    }
     if (st.kind == phase::I) deferred_.push_back({out.chunk, out.microbatch});
     return out;
   }
@@ -421,14 +486,13 @@ class rank_program final : public statement_runner {
       a.second = resolve(*s.second);
     }
     if (++total_actions_ > limits::max_actions)
-      ev_.fail(s.loc, "the schedule emits more than " + std::to_string(limits::max_actions) + " actions, over the limit");
+      ev_.fail_limit(s.loc, "the schedule emits more than " + std::to_string(limits::max_actions) + " actions, over the limit");
     actions.push_back(a);
   }
 
   int rank_;
   std::size_t& total_actions_;
-  std::vector<std::vector<bool>> forward_, backward_;
-  std::vector<int> next_forward_, next_backward_;
+  std::vector<microbatch_counter> forward_, backward_;
   std::deque<std::pair<int, int>> deferred_;  // I done, W pending, oldest first
 };
 
@@ -540,14 +604,15 @@ std::optional<schedule::schedule> evaluate(const evaluation_input& in, diagnosti
       ev.env.push_back({p.name, v});
       s.params[p.name] = v;
     }
+    ev.params = ev.env.size();
     if (!s.params.count("ranks"))
       ev.fail(d.loc, "schedule '" + d.name + "' needs a parameter named 'ranks' (how many rank programs to emit)");
     const std::int64_t ranks = s.params["ranks"];
     if (ranks < 1 || ranks > limits::max_ranks)
-      ev.fail(d.loc, "ranks = " + std::to_string(ranks) + " is out of range: it must be between 1 and " +
+      ev.fail_limit(d.loc, "ranks = " + std::to_string(ranks) + " is out of range: it must be between 1 and " +
                          std::to_string(limits::max_ranks));
     if (auto it = s.params.find("microbatches"); it != s.params.end() && (it->second < 1 || it->second > limits::max_microbatches))
-      ev.fail(d.loc, "microbatches = " + std::to_string(it->second) + " is out of range: it must be between 1 and " +
+      ev.fail_limit(d.loc, "microbatches = " + std::to_string(it->second) + " is out of range: it must be between 1 and " +
                          std::to_string(limits::max_microbatches));
 
     for (const auto& st : d.requires_) {
@@ -575,6 +640,14 @@ std::optional<schedule::schedule> evaluate(const evaluation_input& in, diagnosti
       s.pipelines.push_back({"main", static_cast<int>(ranks), static_cast<int>(s.params["microbatches"])});
     }
 
+    // Every (stage, microbatch) of every pipeline needs at least one action: refuse sizes over the
+    // action limit before anything is allocated for them.
+    std::int64_t stage_microbatches = 0;
+    for (const auto& pl : s.pipelines) stage_microbatches += static_cast<std::int64_t>(pl.stages) * pl.microbatches;
+    if (stage_microbatches > static_cast<std::int64_t>(limits::max_actions))
+      ev.fail_limit(d.loc, "the pipelines carry " + std::to_string(stage_microbatches) +
+                               " (stage, microbatch) pairs, each needing an action: over the limit of " +
+                               std::to_string(limits::max_actions) + " actions");
     s.placement.assign(ranks, {});
     if (d.place) {
       for (std::int64_t r = 0; r < ranks; ++r) {

@@ -1,5 +1,7 @@
 #include "dsl/parser.hpp"
 
+#include <unordered_set>
+
 #include "dsl/lexer.hpp"
 #include "runtime/schedule/limits.hpp"
 
@@ -66,16 +68,24 @@ class parser {
   }
   std::string identifier(const char* what) { return std::string(expect(tok::identifier, what).text); }
 
-  // Skips to a token that can start the next statement: one that begins a line, or after ';'.
+  // Skips to a token that can start the next statement: one that begins a line, or after ';', or a
+  // '}' closing the enclosing block — skipping whole blocks opened on the way.
   void recover() {
     if (peek().kind == tok::end) return;
+    int depth = 0;
+    if (peek().kind == tok::lbrace) ++depth;
     advance();
     while (peek().kind != tok::end) {
-      if (peek().kind == tok::semicolon) {
-        advance();
-        return;
+      const tok k = peek().kind;
+      if (depth == 0) {
+        if (k == tok::semicolon) {
+          advance();
+          return;
+        }
+        if (peek().line_start || k == tok::rbrace) return;
       }
-      if (peek().line_start || peek().kind == tok::rbrace) return;
+      if (k == tok::lbrace) ++depth;
+      if (k == tok::rbrace) --depth;
       advance();
     }
   }
@@ -84,8 +94,8 @@ class parser {
     parser& p;
     explicit depth_guard(parser& pp, const token& at) : p(pp) {
       if (++p.depth_ > limits::max_nesting) {
-        p.diags_.error(at.loc, "nesting is deeper than the limit of " + std::to_string(limits::max_nesting) +
-                                   " (blocks and parentheses)");
+        p.diags_.limit_error(at.loc, "nesting is deeper than the limit of " + std::to_string(limits::max_nesting) +
+                                         " (blocks and parentheses)");
         throw fatal_error{};
       }
     }
@@ -120,12 +130,12 @@ class parser {
     p.loc = advance().loc;
     p.name = identifier("the program's name");
     expect(tok::lparen, "'(' and the program's parameters");
+    std::unordered_set<std::string> seen;
     if (peek().kind != tok::rparen) {
       do {
         source_loc at = peek().loc;
         std::string name = param_name();
-        for (const auto& other : p.params)
-          if (other == name) diags_.error(at, "parameter '" + name + "' is declared twice");
+        if (!seen.insert(name).second) diags_.error(at, "parameter '" + name + "' is declared twice");
         p.params.push_back(name);
       } while (accept(tok::comma));
     }
@@ -139,18 +149,19 @@ class parser {
     s.loc = advance().loc;
     s.name = identifier("the schedule's name");
     expect(tok::lparen, "'(' and the schedule's parameters");
+    std::unordered_set<std::string> seen;
     if (peek().kind != tok::rparen) {
       do {
         param_decl p;
         p.loc = peek().loc;
         p.name = param_name();
         if (accept(tok::assign)) p.default_value = expression();
-        for (const auto& other : s.params)
-          if (other.name == p.name) diags_.error(p.loc, "parameter '" + p.name + "' is declared twice");
+        if (!seen.insert(p.name).second) diags_.error(p.loc, "parameter '" + p.name + "' is declared twice");
         s.params.push_back(std::move(p));
       } while (accept(tok::comma));
     }
     expect(tok::rparen, "')' after the parameters");
+    pipeline_names_.clear();
     const token& open = expect(tok::lbrace, "'{' to open the schedule");
     depth_guard guard(*this, open);
     while (peek().kind != tok::rbrace && peek().kind != tok::end && !diags_.full()) {
@@ -190,8 +201,7 @@ class parser {
           expect(tok::assign, "'=' after 'microbatches'");
           p.microbatches = expression();
         }
-        for (const auto& other : s.pipelines)
-          if (other.name == p.name) diags_.error(p.loc, "pipeline '" + p.name + "' is declared twice");
+        if (!pipeline_names_.insert(p.name).second) diags_.error(p.loc, "pipeline '" + p.name + "' is declared twice");
         s.pipelines.push_back(std::move(p));
         accept(tok::semicolon);
         return;
@@ -444,7 +454,7 @@ class parser {
       case tok::kw_true:
       case tok::kw_false:
       case tok::kw_microbatches:
-      case tok::kw_stages: return !t.line_start || t.kind == tok::integer;
+      case tok::kw_stages: return !t.line_start;
       default: return false;
     }
   }
@@ -454,8 +464,17 @@ class parser {
     return logical_or();
   }
 
+  // A binary node; chains like 1+1+...+1 grow the tree without nesting brackets, so their height is
+  // capped here too (the checker and evaluator recurse over it).
   expr_ptr make_binary(binary_op op, source_loc loc, expr_ptr a, expr_ptr b) {
+    const int depth = std::max(a->depth, b->depth) + 1;
+    if (depth > limits::max_expression_depth) {
+      diags_.limit_error(loc, "expression is nested more than " + std::to_string(limits::max_expression_depth) +
+                                  " operators deep; split it with 'let'");
+      throw fatal_error{};
+    }
     auto e = std::make_unique<expr>();
+    e->depth = depth;
     e->k = expr::kind::binary;
     e->bop = op;
     e->loc = loc;
@@ -529,6 +548,7 @@ class parser {
       e->loc = t.loc;
       e->uop = t.kind == tok::minus ? unary_op::negate : unary_op::logical_not;
       e->args.push_back(unary());
+      e->depth = e->args.back()->depth + 1;
       return e;
     }
     return primary();
@@ -560,13 +580,13 @@ class parser {
             while (accept(tok::comma));
           }
           expect(tok::rparen, "')' to close the call");
+          for (const auto& a : e->args) e->depth = std::max(e->depth, a->depth + 1);
           return e;
         }
         e->k = expr::kind::name;
         return e;
       case tok::lparen: {
-        advance();
-        depth_guard guard(*this, t);
+        advance();  // expression() counts the nesting level
         auto inner = expression();
         expect(tok::rparen, "')'");
         return inner;
@@ -581,6 +601,7 @@ class parser {
   std::size_t pos_ = 0;
   int depth_ = 0;
   bool in_place_ = false;
+  std::unordered_set<std::string> pipeline_names_;  // of the schedule being parsed
 };
 
 }  // namespace

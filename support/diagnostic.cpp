@@ -14,6 +14,13 @@ diagnostic& diagnostic_list::error(source_loc loc, std::string message) {
   return items_.back();
 }
 
+diagnostic& diagnostic_list::limit_error(source_loc loc, std::string message) {
+  limit_ = true;
+  diagnostic& d = error(loc, std::move(message));
+  d.limit = true;
+  return d;
+}
+
 diagnostic& diagnostic_list::warning(source_loc loc, std::string message) {
   items_.push_back({severity::warning, loc, std::move(message), {}});
   return items_.back();

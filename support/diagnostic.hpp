@@ -21,6 +21,7 @@ struct diagnostic {
   source_loc loc;
   std::string message;
   std::vector<diagnostic> notes;  // follow-up lines ("note: first defined here")
+  bool limit = false;             // a language or resource limit was hit (errc::limit_exceeded)
 };
 
 class diagnostic_list {
@@ -28,6 +29,9 @@ class diagnostic_list {
   diagnostic& error(source_loc loc, std::string message);
   diagnostic& warning(source_loc loc, std::string message);
   bool has_errors() const { return errors_ > 0; }
+  bool hit_limit() const { return limit_; }
+  // An error that reports a limit of the language (it makes the whole result errc::limit_exceeded).
+  diagnostic& limit_error(source_loc loc, std::string message);
   std::size_t error_count() const { return errors_; }
   const std::vector<diagnostic>& items() const { return items_; }
   // Caps how many errors are kept so a pathological input cannot flood the output.
@@ -38,6 +42,7 @@ class diagnostic_list {
   std::vector<diagnostic> items_;
   diagnostic overflow_;
   std::size_t errors_ = 0;
+  bool limit_ = false;
 };
 
 // One diagnostic with its source line and a caret; control bytes in the line are shown as '?', and

@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/schedule/limits.hpp"
+
 namespace loom::schedule {
 
 namespace {
@@ -24,6 +26,15 @@ void check_placement(const schedule& s, diagnostic_list& diags) {
       diags.error(s.where, "pipelines '" + s.pipelines.front().name + "' and '" + p.name +
                                "' have different numbers of stages (" + std::to_string(depth) + " and " +
                                std::to_string(p.stages) + "); every pipeline carries the same model");
+  }
+  // The checks below keep a record per (stage, microbatch): refuse sizes no valid schedule can have
+  // within the action limit before allocating them.
+  std::int64_t pairs = 0;
+  for (const auto& p : s.pipelines) pairs += static_cast<std::int64_t>(std::max(0, p.stages)) * std::max(0, p.microbatches);
+  if (pairs > static_cast<std::int64_t>(limits::max_actions)) {
+    diags.limit_error(s.where, "the pipelines carry " + std::to_string(pairs) + " (stage, microbatch) pairs, more than the limit of " +
+                                   std::to_string(limits::max_actions) + " actions");
+    return;
   }
   if (static_cast<int>(s.placement.size()) != s.ranks()) {
     diags.error(s.where, "placement covers " + std::to_string(s.placement.size()) + " ranks but the schedule has " +
@@ -168,7 +179,8 @@ expected<void> validate(const schedule& s, const source_set& sources) {
   diagnostic_list diags;
   check_structure(s, diags);
   if (!diags.has_errors()) check_feasible(s, diags);
-  if (diags.has_errors()) return unexpected(to_error(sources, diags, errc::invalid_schedule));
+  if (diags.has_errors())
+    return unexpected(to_error(sources, diags, diags.hit_limit() ? errc::limit_exceeded : errc::invalid_schedule));
   return {};
 }
 
