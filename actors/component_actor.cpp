@@ -159,7 +159,16 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
         finish(self, index, std::move(status));
       },
       [self](arrive_atom, std::int32_t index, std::int32_t from, std::string error) {
-        finish(self, index, unexpected(errc::transport_error, "exchange with ep rank " + std::to_string(from) + " failed: " + error));
+        auto& ctx = *self->state.ctx;
+        auto it = self->state.pending.find(index);
+        const std::string who = "rank " + std::to_string(ctx.pipeline_rank) + " (ep " + std::to_string(ctx.ep_index) + ")";
+        const std::string what = it == self->state.pending.end() ? std::string("an exchange")
+                                                                  : to_string(static_cast<op_kind>(it->second.op.kind)) +
+                                                                        std::string(" of microbatch ") +
+                                                                        std::to_string(it->second.op.microbatch);
+        finish(self, index,
+               unexpected(errc::transport_error, who + ", " + what + ": the exchange with rank " + std::to_string(ctx.pipeline_rank) +
+                                                     " (ep " + std::to_string(from) + ") failed: " + error));
       },
   };
 }

@@ -227,6 +227,20 @@ void watch(self_ptr self, std::int64_t id) {
 
 coordinator_actor::behavior_type coordinator(self_ptr self, coordinator_setup setup) {
   self->state.setup = std::move(setup);
+  // A rank actor that stops (its process died, its host became unreachable) ends the run at once.
+  for (auto& r : self->state.setup.ranks) self->monitor(r);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    const auto& ranks = self->state.setup.ranks;
+    for (std::size_t i = 0; i < ranks.size(); ++i)
+      if (caf::actor_addr(ranks[i].address()) == dm.source) {
+        const bool lost = dm.reason == caf::exit_reason::remote_link_unreachable;
+        const auto& name = self->state.setup.rank_name;
+        fail(self, (name ? name(static_cast<int>(i)) : "rank " + std::to_string(i)) +
+                       (lost ? " became unreachable (its process or host is gone)" : " stopped") + " during step " +
+                       std::to_string(self->state.step) + ": " + self->system().render(dm.reason));
+        return;
+      }
+  });
   return {
       [self](run_atom) -> caf::typed_response_promise<run_outcome> {
         auto& st = self->state;

@@ -56,6 +56,7 @@ struct coordinator_setup {
   // placements (an empty request keeps the placement). Unset: never.
   std::function<migrate_request(int step, const std::vector<double>& load)> replan;
   std::function<std::string(const rank_status&)> describe;  // words for the watchdog (action tokens)
+  std::function<std::string(int)> rank_name;                // "rank 2 (ep 1)" for a global rank
   std::function<void(int step, const step_outcome&)> on_step;  // progress, from the coordinator's thread
   std::function<void(const loom::error&)> on_abort;            // tears the data plane down
 };

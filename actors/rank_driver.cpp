@@ -129,7 +129,8 @@ void send_now(self_ptr self, int i) {
   const int peer = o.peer * ctx.ep.ep + ctx.ep_index;
   const std::int64_t t = ctx.now_ns();
   if (auto sent = ctx.net.send(peer, o.net_tag, std::move(p)); !sent) {
-    fail_step(self, rank_name(ctx) + ": pipeline send to rank " + std::to_string(o.peer) + " failed: " + sent.error().message);
+    fail_step(self, rank_name(ctx) + ": pipeline send to rank " + std::to_string(o.peer) +
+                        (ctx.ep.ep > 1 ? " (ep " + std::to_string(ctx.ep_index) + ")" : "") + " failed: " + sent.error().message);
     return;
   }
   complete(self, i, t, t);
@@ -442,7 +443,9 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
         pump(self);
       },
       [self](arrive_atom, std::int32_t, std::int32_t peer, std::string error) {
-        fail_step(self, rank_name(ctx_of(self)) + ": pipeline receive from rank " + std::to_string(peer) + " failed: " + error);
+        auto& ctx = ctx_of(self);
+        fail_step(self, rank_name(ctx) + ": pipeline receive from rank " + std::to_string(peer) +
+                            (ctx.ep.ep > 1 ? " (ep " + std::to_string(ctx.ep_index) + ")" : "") + " failed: " + error);
       },
       [self](sync_atom, std::int32_t) -> caf::typed_response_promise<sync_report> {
         self->state.sync_promise = self->make_response_promise<sync_report>();

@@ -1,14 +1,16 @@
-// `loom run EXP.toml [--set dotted.key=value]... [--out DIR]`: runs an experiment embedded in this
-// process (no daemon), with a progress bar, and writes report.json, trace.json and timeline.svg.
-#include <unistd.h>
-
+// `loom run EXP.toml [--set dotted.key=value]... [--out DIR] [--procs N]`: runs an experiment on this
+// machine (no daemon), every rank in this process or (--procs) one process per rank, with a progress
+// bar, and writes report.json, trace.json and timeline.svg.
 #include <cstdio>
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
+#include "apps/loom/local_workers.hpp"
+#include "apps/loom/run_output.hpp"
 #include "apps/loom/schedule_options.hpp"
 #include "dsl/experiment_file.hpp"
-#include "runtime/exec/report_writer.hpp"
+#include "runtime/cluster/cluster_run.hpp"
+#include "runtime/daemon/bundle_collect.hpp"
 #include "runtime/exec/run.hpp"
 
 namespace loom::app {
@@ -20,20 +22,45 @@ struct run_options {
   std::vector<std::string> set;
   std::string out;
   bool quiet = false;
+  int procs = 0;  // > 0: one process per rank on this machine, over UCX
 };
 
-void progress(const exec::step_progress& p, bool tty, bool timed) {
-  const int width = 24;
-  const int filled = (p.step + 1) * width / p.steps;
-  std::string bar(filled, '#');
-  bar += std::string(width - filled, '.');
-  char line[200];
-  if (timed)
-    std::snprintf(line, sizeof line, "step %d/%d [%s] %.2f s/step", p.step + 1, p.steps, bar.c_str(), p.seconds);
-  else
-    std::snprintf(line, sizeof line, "step %d/%d [%s] loss %.6f  grad norm %.6f  %.2f s/step", p.step + 1, p.steps,
-                  bar.c_str(), p.loss, p.grad_norm, p.seconds);
-  std::cerr << (tty ? "\r" : "") << line << (tty && p.step + 1 < p.steps ? "" : "\n") << std::flush;
+// One process per rank on this machine: this process is rank 0 (the registry and coordinator) and
+// starts the others as `loom worker` children, which die with it.
+int run_in_processes(const run_options& o, const exec::experiment& e) {
+  const int world = e.pp * e.ep;
+  if (o.procs != world) {
+    std::cerr << "loom: error: --procs " << o.procs << " but the experiment has " << world << " ranks (pp " << e.pp << " x ep " << e.ep
+              << ")\n";
+    return 2;
+  }
+  std::vector<std::string> overrides = o.set;
+  if (!o.out.empty()) overrides.push_back("out=" + o.out);
+  auto bundle = daemon::collect_submission(o.file, overrides);
+  if (!bundle) {
+    print_error(bundle.error());
+    return 1;
+  }
+  std::vector<pid_t> children;
+  cluster::cluster_options co;
+  co.host = "127.0.0.1";
+  co.port = 0;
+  co.join_timeout_seconds = 60;
+  const bool timed = e.backend == exec::backend_kind::timed;
+  if (!o.quiet) co.on_step = [timed](const exec::step_progress& p) { show_progress(p, timed); };
+  co.on_listening = [&](std::uint16_t port) {
+    for (int r = 1; r < world; ++r) {
+      pid_t pid = spawn_worker(r, world, port);
+      if (pid > 0) children.push_back(pid);
+    }
+  };
+  auto result = cluster::run_rank_zero(*bundle, co);
+  reap(children);
+  if (!result) {
+    print_error(result.error());
+    return 1;
+  }
+  return finish_run(result->run.experiment, result->run.schedule.sched, result->result);
 }
 
 int run(const run_options& o) {
@@ -57,37 +84,16 @@ int run(const run_options& o) {
   if (!o.quiet)
     std::cerr << "loom: " << e->name << ": " << s.name << " on " << e->pp << " x " << e->ep << " ranks ("
               << exec::to_string(e->backend) << "), " << s.total_microbatches() << " microbatches, " << e->steps << " steps\n";
+  if (o.procs > 0) return run_in_processes(o, *e);
   exec::run_options ro;
-  const bool tty = isatty(STDERR_FILENO);
   const bool timed = e->backend == exec::backend_kind::timed;
-  if (!o.quiet) ro.on_step = [&](const exec::step_progress& p) { progress(p, tty, timed); };
+  if (!o.quiet) ro.on_step = [timed](const exec::step_progress& p) { show_progress(p, timed); };
   auto result = exec::run_experiment(*e, s, ro);
   if (!result) {
     print_error(result.error());
     return 1;
   }
-  auto written = exec::write_outputs(*e, s, *result);
-  if (!written) print_error(written.error());
-  if (!result->ok) {
-    std::cerr << "loom: error: experiment " << e->name << " failed: " << result->error << "\n";
-    if (written) std::cerr << "loom: the partial report is in " << e->out_dir << "/report.json\n";
-    return 1;
-  }
-  // The result a user reads: loss and gradient norm per step, and the bubble measured vs predicted.
-  for (std::size_t i = 0; i < result->grad_norm.size(); ++i) {
-    char line[160];
-    if (timed) std::snprintf(line, sizeof line, "step %zu  grad_norm (timed backend: no compute)\n", i);
-    else std::snprintf(line, sizeof line, "step %zu  loss %.6f  grad_norm %.6f\n", i, result->loss[i], result->grad_norm[i]);
-    std::cout << line;
-  }
-  auto m = exec::measure_step(*result, static_cast<int>(result->outcome.steps.size()) - 1);
-  auto p = exec::predict(*e, s, *result);
-  char line[200];
-  std::snprintf(line, sizeof line, "makespan %.2f ms measured, %.2f ms predicted (%s)\n", m.makespan_ms,
-                p.result.actions.makespan, p.source.c_str());
-  std::cout << line;
-  std::cout << "report: " << e->out_dir << "/report.json, trace.json, timeline.svg\n";
-  return written ? 0 : 1;
+  return finish_run(*e, s, *result);
 }
 
 }  // namespace
@@ -100,6 +106,8 @@ void add_run_command(CLI::App& app, action& selected) {
       ->type_name("KEY=VALUE");
   cmd->add_option("--out", o->out, "Output folder (default: the experiment's `out`, or runs/NAME)");
   cmd->add_flag("-q,--quiet", o->quiet, "No progress output");
+  cmd->add_option("--procs", o->procs,
+                  "Run one process per rank on this machine (must equal pp x ep); data moves over UCX (UCX_TLS picks how)");
   cmd->callback([&selected, o] { selected = [o] { return run(*o); }; });
 }
 

@@ -18,7 +18,16 @@ void add_check_command(CLI::App& app, action& selected);
 void add_compile_command(CLI::App& app, action& selected);
 void add_sim_command(CLI::App& app, action& selected);
 void add_run_command(CLI::App& app, action& selected);
+void add_worker_command(CLI::App& app, action& selected);
 void add_plot_command(CLI::App& app, action& selected);
 void add_convert_command(CLI::App& app, action& selected);
+// The daemon's clients (loomd; apps/loom/daemon_client.hpp).
+void add_submit_command(CLI::App& app, action& selected);
+void add_status_command(CLI::App& app, action& selected);
+void add_logs_command(CLI::App& app, action& selected);
+void add_cancel_command(CLI::App& app, action& selected);
+void add_results_command(CLI::App& app, action& selected);
+void add_list_command(CLI::App& app, action& selected);
+void add_compare_command(CLI::App& app, action& selected);
 
 }  // namespace loom::app

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
 
   loom::app::action selected;
   loom::app::add_run_command(app, selected);
+  loom::app::add_worker_command(app, selected);
   loom::app::add_check_command(app, selected);
   loom::app::add_compile_command(app, selected);
   loom::app::add_sim_command(app, selected);
@@ -22,6 +23,13 @@ int main(int argc, char** argv) {
   loom::app::add_convert_command(app, selected);
   loom::app::add_devices_command(app, selected);
   loom::app::add_rebalance_command(app, selected);
+  loom::app::add_submit_command(app, selected);
+  loom::app::add_status_command(app, selected);
+  loom::app::add_logs_command(app, selected);
+  loom::app::add_cancel_command(app, selected);
+  loom::app::add_results_command(app, selected);
+  loom::app::add_list_command(app, selected);
+  loom::app::add_compare_command(app, selected);
 
   try {
     app.parse(argc, argv);

@@ -153,6 +153,9 @@ actors::coordinator_setup make_coordinator_setup(const run_plan& p, const std::v
     cs.others.insert(cs.others.end(), r.components.begin(), r.components.end());
     cs.logical_layer.push_back(r.logical_layers);
   }
+  cs.rank_name = [ep = e.ep](int g) {
+    return "rank " + std::to_string(g / ep) + (ep > 1 ? " (ep " + std::to_string(g % ep) + ")" : "");
+  };
   cs.describe = [s = p.s, ep = e.ep](const actors::rank_status& st) {
     std::string who = "rank " + std::to_string(st.rank / ep) + (ep > 1 ? " (ep " + std::to_string(st.rank % ep) + ")" : "");
     std::string action;

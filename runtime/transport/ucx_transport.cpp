@@ -1,11 +1,14 @@
 #include "runtime/transport/ucx_transport.hpp"
 
 #include <poll.h>
+#include <stdlib.h>
 #include <ucp/api/ucp.h>
 
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -73,6 +76,37 @@ struct ucx_state {
   std::thread progress;
   std::atomic<bool> running{false};
   int event_fd = -1;
+
+  // Work for the progress thread, which alone touches the UCP worker and its endpoints (so a peer
+  // failing never races a send on another thread).
+  std::mutex task_mutex;
+  std::vector<std::function<void()>> tasks;
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(task_mutex);
+      tasks.push_back(std::move(task));
+    }
+    ucp_worker_signal(worker);  // wakes the progress thread if it sleeps
+  }
+  // Runs a task on the progress thread and waits for it.
+  void run(std::function<void()> task) {
+    std::promise<void> done;
+    auto f = done.get_future();
+    post([&] {
+      task();
+      done.set_value();
+    });
+    f.wait();
+  }
+  bool run_tasks() {
+    std::vector<std::function<void()>> now;
+    {
+      std::lock_guard<std::mutex> lock(task_mutex);
+      now.swap(tasks);
+    }
+    for (auto& t : now) t();
+    return !now.empty();
+  }
 
   // The matching table: payloads that arrived before their receive, receives before their payload.
   std::mutex mutex;
@@ -142,6 +176,15 @@ struct ucx_state {
       std::lock_guard<std::mutex> lock(s.mutex);
       if (peer >= 0 && peer < static_cast<int>(s.lost.size())) s.lost[peer] = true;
     }
+    // The endpoint is dead: close it (we are on the progress thread, inside progress).
+    if (peer >= 0 && peer < static_cast<int>(s.endpoints.size()) && s.endpoints[peer]) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      ucs_status_ptr_t req = ucp_ep_close_nbx(s.endpoints[peer], &param);
+      if (req && UCS_PTR_IS_PTR(req)) ucp_request_free(req);
+      s.endpoints[peer] = nullptr;
+    }
     s.fail_waiting(peer, loom::error(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable (" + ucs_text(status) + ")"));
   }
 
@@ -171,15 +214,20 @@ struct ucx_state {
   void loop() {
     int idle = 0;
     while (running.load(std::memory_order_relaxed)) {
+      bool worked = run_tasks();
       unsigned n = ucp_worker_progress(worker);
       drain();
-      if (n > 0) {
+      if (n > 0 || worked) {
         idle = 0;
         continue;
       }
       if (++idle < 2000) continue;  // a few tens of microseconds of spinning keep latency low
       ucs_status_t armed = ucp_worker_arm(worker);
       if (armed == UCS_ERR_BUSY) continue;
+      {
+        std::lock_guard<std::mutex> lock(task_mutex);
+        if (!tasks.empty()) continue;  // posted after we looked: do it instead of sleeping
+      }
       pollfd p{event_fd, POLLIN, 0};
       ::poll(&p, 1, 10);
       idle = 0;
@@ -227,20 +275,23 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
     return {};
   }
   auto* sr = new send_request{serialize(data)};
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-  param.cb.send = ucx_state::on_send;
-  param.user_data = sr;
-  param.datatype = ucp_dt_make_contig(1);
   const std::uint64_t wire_tag = (static_cast<std::uint64_t>(self) << actors::tag_bits) | (tag & tag_mask);
-  ucs_status_ptr_t st = ucp_tag_send_nbx(s.endpoints[peer], sr->bytes.data(), sr->bytes.size(), wire_tag, &param);
-  if (st == nullptr) {
-    delete sr;  // sent at once; the callback is not called
-  } else if (UCS_PTR_IS_ERR(st)) {
-    delete sr;
-    return unexpected(errc::transport_error, "ucx send to rank " + std::to_string(peer) + " failed: " + ucs_text(UCS_PTR_STATUS(st)));
-  }
-  ucp_worker_signal(s.worker);  // the progress thread may sleep: wake it to push the send on
+  s.post([&s, sr, peer, wire_tag] {
+    {
+      std::lock_guard<std::mutex> lock(s.mutex);
+      if (s.lost[peer] || !s.endpoints[peer]) {  // the peer failed meanwhile: its receivers hear of it
+        delete sr;
+        return;
+      }
+    }
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+    param.cb.send = ucx_state::on_send;
+    param.user_data = sr;
+    param.datatype = ucp_dt_make_contig(1);
+    ucs_status_ptr_t st = ucp_tag_send_nbx(s.endpoints[peer], sr->bytes.data(), sr->bytes.size(), wire_tag, &param);
+    if (st == nullptr || UCS_PTR_IS_ERR(st)) delete sr;  // done at once (no callback), or failed (the peer is lost)
+  });
   return {};
 }
 
@@ -282,14 +333,15 @@ const actors::transport_ops ucx_ops = {"ucx", ucx_send, ucx_receive, ucx_abort};
 }  // namespace
 
 expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
+  // UCX warns on stderr about things a failed peer leaves behind; loom reports failures itself.
+  ::setenv("UCX_LOG_LEVEL", "error", 0);
   auto s = std::make_shared<ucx_state>();
   s->rank = rank;
   s->world = world;
   s->lost.assign(world, false);
   ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
-  params.mt_workers_shared = 1;
   ucp_config_t* config = nullptr;
   if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK)
     return unexpected(errc::transport_error, "ucx: reading the configuration failed: " + ucs_text(st));
@@ -298,7 +350,7 @@ expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
   if (st != UCS_OK) return unexpected(errc::transport_error, "ucx: ucp_init failed: " + ucs_text(st));
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_MULTI;
+  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches it
   if (st = ucp_worker_create(s->context, &wp, &s->worker); st != UCS_OK)
     return unexpected(errc::transport_error, "ucx: ucp_worker_create failed: " + ucs_text(st));
   if (st = ucp_worker_get_efd(s->worker, &s->event_fd); st != UCS_OK)
@@ -311,11 +363,14 @@ expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
 
 std::vector<std::uint8_t> ucx_address(const std::shared_ptr<void>& state) {
   auto& s = *static_cast<ucx_state*>(state.get());
-  ucp_address_t* address = nullptr;
-  std::size_t length = 0;
-  if (ucp_worker_get_address(s.worker, &address, &length) != UCS_OK) return {};
-  std::vector<std::uint8_t> out(reinterpret_cast<std::uint8_t*>(address), reinterpret_cast<std::uint8_t*>(address) + length);
-  ucp_worker_release_address(s.worker, address);
+  std::vector<std::uint8_t> out;
+  s.run([&] {
+    ucp_address_t* address = nullptr;
+    std::size_t length = 0;
+    if (ucp_worker_get_address(s.worker, &address, &length) != UCS_OK) return;
+    out.assign(reinterpret_cast<std::uint8_t*>(address), reinterpret_cast<std::uint8_t*>(address) + length);
+    ucp_worker_release_address(s.worker, address);
+  });
   return out;
 }
 
@@ -323,20 +378,25 @@ expected<void> ucx_connect(const std::shared_ptr<void>& state, const std::vector
   auto& s = *static_cast<ucx_state*>(state.get());
   if (static_cast<int>(addresses.size()) != s.world)
     return unexpected(errc::transport_error, "ucx: " + std::to_string(addresses.size()) + " addresses for " + std::to_string(s.world) + " ranks");
-  for (int r = 0; r < s.world; ++r) {
-    if (r == s.rank) continue;
-    auto* arg = new std::pair<ucx_state*, int>(&s, r);
-    s.error_args.push_back(arg);
-    ucp_ep_params_t ep{};
-    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = ucx_state::on_ep_error;
-    ep.err_handler.arg = arg;
-    if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK)
-      return unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
-  }
-  return {};
+  expected<void> result;
+  s.run([&] {
+    for (int r = 0; r < s.world; ++r) {
+      if (r == s.rank) continue;
+      auto* arg = new std::pair<ucx_state*, int>(&s, r);
+      s.error_args.push_back(arg);
+      ucp_ep_params_t ep{};
+      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
+      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      ep.err_handler.cb = ucx_state::on_ep_error;
+      ep.err_handler.arg = arg;
+      if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
+        result = unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
+        return;
+      }
+    }
+  });
+  return result;
 }
 
 actors::transport ucx_handle(const std::shared_ptr<void>& state) {
