@@ -16,8 +16,6 @@ struct pending_op {
   double work_ns = 0;                // timed backend: what the op must do at full rate
   int comm_slot = -1;                // timed backend: its entry in the rank's comm log
   std::int64_t deadline_ns = 0;      // timed backend: when its timer should fire
-  std::vector<model::block> blocks;  // exchange: one per expert-parallel rank
-  int missing = 0;                   // exchange: blocks still to arrive
 };
 
 struct component_state {
@@ -49,7 +47,8 @@ void finish(self_ptr self, std::int32_t index, expected<void> status) {
   p.promise.deliver(result_of(*self->state.ctx, p.op, p.start_ns, std::move(status)));
 }
 
-// Sends this rank's blocks to the other ranks of the group and asks for theirs.
+// Hands this rank's blocks to the transport's all-to-all over the expert-parallel group; the
+// result comes back to this actor as one message.
 caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_request& op, std::int64_t start) {
   auto& ctx = *self->state.ctx;
   auto rp = self->make_response_promise<op_result>();
@@ -58,30 +57,18 @@ caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_re
     rp.deliver(result_of(ctx, op, start, unexpected(out.error())));
     return rp;
   }
-  const int ep = ctx.ep.ep;
-  pending_op p{rp, op, start, 0, -1, 0, std::vector<model::block>(ep), ep - 1};
-  p.blocks[ctx.ep_index] = std::move((*out)[ctx.ep_index]);
-  const tag t = exchange_tag(ctx, op);
-  for (int q = 0; q < ep; ++q) {
-    if (q == ctx.ep_index) continue;
-    if (auto sent = ctx.net.send(group_peer(ctx, q), t, to_payload(std::move((*out)[q]))); !sent) {
-      rp.deliver(result_of(ctx, op, start, unexpected(sent.error())));
-      return rp;
-    }
+  std::vector<int> group(ctx.ep.ep);
+  std::vector<payload> outgoing(ctx.ep.ep);
+  for (int q = 0; q < ctx.ep.ep; ++q) {
+    group[q] = group_peer(ctx, q);
+    outgoing[q] = to_payload(std::move((*out)[q]));
   }
-  if (p.missing == 0) {
-    rp.deliver(result_of(ctx, op, start, exchange_in(ctx, op, std::move(p.blocks))));
-    return rp;
-  }
-  self->state.pending.emplace(op.index, std::move(p));
+  self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0});
   component_actor handle = self;
-  for (int q = 0; q < ep; ++q) {
-    if (q == ctx.ep_index) continue;
-    ctx.net.receive(group_peer(ctx, q), t, [handle, index = op.index, q](expected<payload> data) {
-      if (data) caf::anon_send(handle, arrive_atom::value, index, static_cast<std::int32_t>(q), std::move(*data));
-      else caf::anon_send(handle, arrive_atom::value, index, static_cast<std::int32_t>(q), data.error().message);
-    });
-  }
+  ctx.net.all_to_all(group, exchange_tag(ctx, op), std::move(outgoing), [handle, index = op.index](expected<std::vector<payload>> got) {
+    if (got) caf::anon_send(handle, arrive_atom::value, index, std::move(*got));
+    else caf::anon_send(handle, arrive_atom::value, index, got.error().message);
+  });
   return rp;
 }
 
@@ -105,7 +92,7 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
             rp.deliver(result_of(ctx, op, start, {}));
             return rp;
           }
-          pending_op p{rp, op, start, static_cast<double>(ns), -1, start + ns, {}, 0};
+          pending_op p{rp, op, start, static_cast<double>(ns), -1, start + ns};
           if (is_comm(kind)) {
             std::lock_guard<std::mutex> lock(ctx.comm_mutex);
             p.comm_slot = static_cast<int>(ctx.comm_log.size());
@@ -119,7 +106,7 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
         auto rp = self->make_response_promise<op_result>();
         const bool hang = ctx.inject && ctx.inject->hang && ctx.inject->kind == op.kind && ctx.inject->microbatch == op.microbatch;
         if (hang) {  // never answers: the watchdog must notice
-          self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0, {}, 0});
+          self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0});
           return rp;
         }
         rp.deliver(result_of(ctx, op, start, run_compute(ctx, op)));
@@ -149,16 +136,16 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
         ctx.timer_debt_ns[stream_index] += std::max<std::int64_t>(0, now - p.deadline_ns);
         finish(self, index, {});
       },
-      [self](arrive_atom, std::int32_t index, std::int32_t from, payload data) {
+      [self](arrive_atom, std::int32_t index, std::vector<payload> data) {
         auto it = self->state.pending.find(index);
         if (it == self->state.pending.end()) return;
-        it->second.blocks[from] = from_payload(std::move(data));
-        if (--it->second.missing > 0) return;
-        auto& ctx = *self->state.ctx;
-        auto status = exchange_in(ctx, it->second.op, std::move(it->second.blocks));
+        std::vector<model::block> blocks;
+        blocks.reserve(data.size());
+        for (auto& p : data) blocks.push_back(from_payload(std::move(p)));
+        auto status = exchange_in(*self->state.ctx, it->second.op, std::move(blocks));
         finish(self, index, std::move(status));
       },
-      [self](arrive_atom, std::int32_t index, std::int32_t from, std::string error) {
+      [self](arrive_atom, std::int32_t index, std::string error) {
         auto& ctx = *self->state.ctx;
         auto it = self->state.pending.find(index);
         const std::string who = "rank " + std::to_string(ctx.pipeline_rank) + " (ep " + std::to_string(ctx.ep_index) + ")";
@@ -166,9 +153,7 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
                                                                   : to_string(static_cast<op_kind>(it->second.op.kind)) +
                                                                         std::string(" of microbatch ") +
                                                                         std::to_string(it->second.op.microbatch);
-        finish(self, index,
-               unexpected(errc::transport_error, who + ", " + what + ": the exchange with rank " + std::to_string(ctx.pipeline_rank) +
-                                                     " (ep " + std::to_string(from) + ") failed: " + error));
+        finish(self, index, unexpected(errc::transport_error, who + ", " + what + ": the expert-parallel exchange failed: " + error));
       },
   };
 }

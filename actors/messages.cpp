@@ -17,6 +17,7 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<std::int32_t>>("std::vector<int32_t>");
   cfg.add_message_type<std::vector<std::vector<std::int32_t>>>("std::vector<std::vector<int32_t>>");
   cfg.add_message_type<payload>("loom::payload");
+  cfg.add_message_type<std::vector<payload>>("std::vector<loom::payload>");
   cfg.add_message_type<std::vector<double>>("std::vector<double>");
   cfg.add_message_type<std::vector<std::string>>("std::vector<std::string>");
 }

@@ -159,8 +159,8 @@ void register_message_types(caf::actor_system_config& cfg);
 // A component of one chunk: attention, dispatch, MLP or combine.
 using component_actor = caf::typed_actor<caf::replies_to<exec_atom, op_request>::with<op_result>,
                                          caf::reacts_to<timer_atom, std::int32_t>,
-                                         caf::reacts_to<arrive_atom, std::int32_t, std::int32_t, payload>,
-                                         caf::reacts_to<arrive_atom, std::int32_t, std::int32_t, std::string>>;
+                                         caf::reacts_to<arrive_atom, std::int32_t, std::vector<payload>>,
+                                         caf::reacts_to<arrive_atom, std::int32_t, std::string>>;
 
 // A rank: walks its lowered program each step, then takes part in the gradient sums.
 using rank_actor = caf::typed_actor<caf::replies_to<step_atom, std::int32_t>::with<step_report>,

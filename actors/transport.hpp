@@ -2,6 +2,8 @@
 //
 // A transport is a small table of operations over an opaque state, in the manner of NCCL's
 // transports, so that `local` (one process), `ucx` and `nccl` can stand behind the same actors.
+// Transports that have no collectives of their own build them from their sends and receives
+// (actors/transport_collectives.hpp).
 // Sends are buffered and complete at once from the sender's view; a receive names its source and
 // tag and completes through a callback, on whatever thread delivers the data. Callbacks must only
 // hand the payload to an actor (a message), never run actor code themselves.
@@ -48,14 +50,28 @@ struct tag {
 inline constexpr std::uint64_t tag_bits = 48;
 
 using receive_callback = std::function<void(expected<payload>)>;
+// An all-to-all's result: what each member of the group sent, in the group's order.
+using all_to_all_callback = std::function<void(expected<std::vector<payload>>)>;
+using barrier_callback = std::function<void(expected<void>)>;
 
 // The operations of one transport. `state` is the transport's own; `self` is the calling rank.
+// Groups are lists of global ranks in the same order on every member, `self` among them.
 struct transport_ops {
   const char* name;
+  // What the other ranks need to reach this one (empty where nothing is needed), handed to every
+  // rank's `connect` through the control plane: addresses[r] is rank r's.
+  std::vector<std::uint8_t> (*address)(void* state);
+  expected<void> (*connect)(void* state, const std::vector<std::vector<std::uint8_t>>& addresses);
   // Queues `data` for rank `peer`; never blocks. An error means the peer is unreachable.
   expected<void> (*send)(void* state, int self, int peer, std::uint64_t tag, payload data);
   // Calls `done` once the matching payload from `peer` has arrived (possibly at once).
   void (*receive)(void* state, int self, int peer, std::uint64_t tag, receive_callback done);
+  // Sends out[i] to group[i] and calls `done` once every member's payload for us has arrived (our
+  // own entry comes straight back). Every member calls it with the same group and tag.
+  void (*all_to_all)(void* state, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<payload> out,
+                     all_to_all_callback done);
+  // Calls `done` once every member of `group` has entered the barrier with this tag.
+  void (*barrier)(void* state, int self, const std::vector<int>& group, std::uint64_t tag, barrier_callback done);
   // Fails every pending receive of every rank with `why` (the experiment is being torn down).
   void (*abort)(void* state, const loom::error& why);
 };
@@ -67,8 +83,16 @@ class transport {
   transport(const transport_ops* ops, std::shared_ptr<void> state, int rank, int size)
       : ops_(ops), state_(std::move(state)), rank_(rank), size_(size) {}
 
+  std::vector<std::uint8_t> address() const { return ops_->address(state_.get()); }
+  expected<void> connect(const std::vector<std::vector<std::uint8_t>>& addresses) const { return ops_->connect(state_.get(), addresses); }
   expected<void> send(int peer, tag t, payload data) const { return ops_->send(state_.get(), rank_, peer, t.pack(), std::move(data)); }
   void receive(int peer, tag t, receive_callback done) const { ops_->receive(state_.get(), rank_, peer, t.pack(), std::move(done)); }
+  void all_to_all(const std::vector<int>& group, tag t, std::vector<payload> out, all_to_all_callback done) const {
+    ops_->all_to_all(state_.get(), rank_, group, t.pack(), std::move(out), std::move(done));
+  }
+  void barrier(const std::vector<int>& group, tag t, barrier_callback done) const {
+    ops_->barrier(state_.get(), rank_, group, t.pack(), std::move(done));
+  }
   void abort(const loom::error& why) const { ops_->abort(state_.get(), why); }
   int rank() const { return rank_; }
   int size() const { return size_; }

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -96,6 +97,56 @@ void exchange_round_trips(const std::vector<actors::transport>& t) {
   }
 }
 
+// Every rank of `group` exchanges with every other at once, as the component actors do; sizes take
+// both the inline and the zero-copy path of the ucx transport.
+void all_to_all_delivers_in_group_order(const std::vector<actors::transport>& t, const std::vector<int>& group) {
+  const int n = static_cast<int>(group.size());
+  for (std::size_t floats : {std::size_t{3}, std::size_t{300000}}) {
+    std::vector<std::future<expected<std::vector<actors::payload>>>> results;
+    for (int me = 0; me < n; ++me) {
+      std::vector<actors::payload> out(n);
+      for (int i = 0; i < n; ++i) {
+        out[i].i = {group[me] * 100 + group[i]};
+        out[i].f.assign(floats, static_cast<float>(group[me]));
+      }
+      auto promise = std::make_shared<std::promise<expected<std::vector<actors::payload>>>>();
+      results.push_back(promise->get_future());
+      t[group[me]].all_to_all(group, actors::tag{actors::traffic::dispatch, 0, 0, 1, static_cast<std::uint32_t>(floats)}, std::move(out),
+                              [promise](expected<std::vector<actors::payload>> r) { promise->set_value(std::move(r)); });
+    }
+    for (int me = 0; me < n; ++me) {
+      BOOST_TEST_REQUIRE((results[me].wait_for(std::chrono::seconds(20)) == std::future_status::ready));
+      auto got = results[me].get();
+      BOOST_TEST_REQUIRE(got.has_value(), (got ? "" : got.error().message));
+      BOOST_TEST_REQUIRE(static_cast<int>(got->size()) == n);
+      for (int i = 0; i < n; ++i) {
+        BOOST_TEST((*got)[i].i == std::vector<std::int32_t>{group[i] * 100 + group[me]});
+        BOOST_TEST((*got)[i].f.size() == floats);
+        BOOST_TEST((*got)[i].f.back() == static_cast<float>(group[i]));
+      }
+    }
+  }
+}
+
+// A barrier completes only once the last member enters.
+void barrier_waits_for_every_member(const std::vector<actors::transport>& t) {
+  const std::vector<int> group{0, 1, 2};
+  std::vector<std::future<expected<void>>> entered;
+  for (int r = 0; r < 2; ++r) {
+    auto promise = std::make_shared<std::promise<expected<void>>>();
+    entered.push_back(promise->get_future());
+    t[r].barrier(group, actors::tag{actors::traffic::control, 0, 0, 0, 5}, [promise](expected<void> r) { promise->set_value(std::move(r)); });
+  }
+  BOOST_TEST((entered[0].wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout));
+  auto promise = std::make_shared<std::promise<expected<void>>>();
+  entered.push_back(promise->get_future());
+  t[2].barrier(group, actors::tag{actors::traffic::control, 0, 0, 0, 5}, [promise](expected<void> r) { promise->set_value(std::move(r)); });
+  for (auto& f : entered) {
+    BOOST_TEST_REQUIRE((f.wait_for(std::chrono::seconds(20)) == std::future_status::ready));
+    BOOST_TEST(f.get().has_value());
+  }
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(transport_local)
@@ -105,6 +156,22 @@ BOOST_AUTO_TEST_CASE(payloads_arrive_whole_and_in_order) {
   std::vector<actors::transport> t;
   for (int r = 0; r < 3; ++r) t.push_back(transport::local_handle(state, r));
   exchange_round_trips(t);
+}
+
+BOOST_AUTO_TEST_CASE(collectives) {
+  auto state = transport::make_local_transport(3);
+  std::vector<actors::transport> t;
+  for (int r = 0; r < 3; ++r) t.push_back(transport::local_handle(state, r));
+  all_to_all_delivers_in_group_order(t, {0, 1, 2});
+  all_to_all_delivers_in_group_order(t, {2, 0});
+  barrier_waits_for_every_member(t);
+  // A rank outside the group it names is refused, not left waiting.
+  auto promise = std::make_shared<std::promise<expected<std::vector<actors::payload>>>>();
+  t[1].all_to_all({0, 2}, actors::tag{}, std::vector<actors::payload>(2),
+                  [promise](expected<std::vector<actors::payload>> r) { promise->set_value(std::move(r)); });
+  auto refused = promise->get_future().get();
+  BOOST_TEST_REQUIRE(!refused.has_value());
+  BOOST_TEST(refused.error().message.find("does not hold it") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(abort_fails_waiting_receives) {
@@ -127,6 +194,27 @@ BOOST_AUTO_TEST_SUITE(transport_ucx)
 BOOST_AUTO_TEST_CASE(payloads_arrive_whole_and_in_order) {
   ucx_group g(3);
   exchange_round_trips(g.handles);
+}
+
+BOOST_AUTO_TEST_CASE(collectives) {
+  ucx_group g(3);
+  all_to_all_delivers_in_group_order(g.handles, {0, 1, 2});
+  all_to_all_delivers_in_group_order(g.handles, {2, 0});
+  barrier_waits_for_every_member(g.handles);
+}
+
+// UCX_TLS naming only shared-memory transports (which cannot report a lost peer) still connects.
+BOOST_AUTO_TEST_CASE(shared_memory_only_transports) {
+  const char* before = std::getenv("UCX_TLS");
+  const std::string saved = before ? before : "";
+  ::setenv("UCX_TLS", "posix,self", 1);
+  {
+    ucx_group g(2);
+    exchange_round_trips(g.handles);
+    all_to_all_delivers_in_group_order(g.handles, {0, 1});
+  }
+  if (before) ::setenv("UCX_TLS", saved.c_str(), 1);
+  else ::unsetenv("UCX_TLS");
 }
 
 BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it) {

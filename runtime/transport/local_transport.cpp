@@ -1,5 +1,7 @@
 #include "runtime/transport/local_transport.hpp"
 
+#include "actors/transport_collectives.hpp"
+
 #include <deque>
 #include <map>
 #include <mutex>
@@ -77,7 +79,23 @@ void local_abort(void* p, const loom::error& why) {
     for (auto& cb : callbacks) cb(unexpected(why));
 }
 
-const actors::transport_ops local_ops = {"local", local_send, local_receive, local_abort};
+// One process: nothing to exchange, nothing to connect.
+std::vector<std::uint8_t> local_address(void*) { return {}; }
+expected<void> local_connect(void*, const std::vector<std::vector<std::uint8_t>>&) { return {}; }
+void local_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
+                      actors::all_to_all_callback done);
+void local_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done);
+
+const actors::transport_ops local_ops = {"local",          local_address,  local_connect, local_send, local_receive,
+                                         local_all_to_all, local_barrier,  local_abort};
+
+void local_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
+                      actors::all_to_all_callback done) {
+  actors::all_to_all_by_messages(local_ops, p, self, group, tag, std::move(out), std::move(done));
+}
+void local_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done) {
+  actors::barrier_by_messages(local_ops, p, self, group, tag, std::move(done));
+}
 
 }  // namespace
 

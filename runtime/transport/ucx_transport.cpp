@@ -1,10 +1,14 @@
 #include "runtime/transport/ucx_transport.hpp"
 
+#include "actors/transport_collectives.hpp"
+
 #include <poll.h>
-#include <stdlib.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -18,9 +22,33 @@ namespace loom::transport {
 
 namespace {
 
+// The UCX tag of a message: the sender's rank (15 bits), a flag set on the data part of a large
+// payload (1 bit), and loom's 48-bit tag.
 constexpr std::uint64_t tag_mask = (std::uint64_t{1} << actors::tag_bits) - 1;
+constexpr std::uint64_t data_flag = std::uint64_t{1} << actors::tag_bits;
+constexpr int rank_shift = actors::tag_bits + 1;
+// Payloads up to this size travel as one message (a copy is cheap); larger ones as a header followed
+// by the data, sent from and received into the payload's own vectors (no copy).
+constexpr std::size_t inline_limit = 8192;
 
 std::string ucs_text(ucs_status_t s) { return ucs_status_string(s); }
+
+// Whether UCX_TLS names only shared-memory transports. UCX 1.13's shared-memory transports cannot
+// report a failed peer, so endpoints to them are made without peer error handling (UCX refuses the
+// connection otherwise); a lost peer is then noticed by the control plane, which monitors every rank.
+bool shared_memory_only() {
+  const char* tls = std::getenv("UCX_TLS");
+  if (tls == nullptr || *tls == '\0' || *tls == '^') return false;
+  static const char* const shared[] = {"sm", "shm", "posix", "sysv", "cma", "knem", "xpmem", "self"};
+  std::string list = tls;
+  for (std::size_t at = 0; at <= list.size();) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    const std::string name = list.substr(at, comma - at);
+    if (std::none_of(std::begin(shared), std::end(shared), [&](const char* s) { return name == s; })) return false;
+    at = comma + 1;
+  }
+  return true;
+}
 
 // A payload as one contiguous message: three counts, then floats, doubles and ints.
 std::vector<std::uint8_t> serialize(const actors::payload& p) {
@@ -60,12 +88,18 @@ struct ucx_state;
 
 // What a pending UCX operation keeps alive until its callback.
 struct send_request {
-  std::vector<std::uint8_t> bytes;
+  std::vector<std::uint8_t> bytes;  // the inline message, or the header of a large one
+  actors::payload data;             // a large payload, sent in place
+  int parts = 0;                    // sends still in flight (header and data parts)
 };
 struct recv_request {
   ucx_state* owner;
-  std::vector<std::uint8_t> bytes;
-  std::uint64_t tag;
+  std::vector<std::uint8_t> bytes;  // an inline message or a header
+  std::uint64_t tag;                // the UCX tag it came with
+  actors::payload data;             // a large payload, received in place
+  bool data_phase = false;          // receiving the data parts (UCX does not report their tag)
+  int parts_left = 0;               // data parts still to arrive
+  bool failed = false;              // a data part failed: the payload is dropped
 };
 
 struct ucx_state {
@@ -86,8 +120,9 @@ struct ucx_state {
       std::lock_guard<std::mutex> lock(task_mutex);
       tasks.push_back(std::move(task));
     }
-    ucp_worker_signal(worker);  // wakes the progress thread if it sleeps
+    if (sleeping.load()) ucp_worker_signal(worker);  // a spinning progress thread sees the task anyway
   }
+  std::atomic<bool> sleeping{false};  // the progress thread waits on the event descriptor
   // Runs a task on the progress thread and waits for it.
   void run(std::function<void()> task) {
     std::promise<void> done;
@@ -154,17 +189,68 @@ struct ucx_state {
 
   static void on_recv(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info, void* user) {
     auto* rr = static_cast<recv_request*>(user);
-    if (status == UCS_OK) {
-      const int from = static_cast<int>(info->sender_tag >> actors::tag_bits);
-      auto p = deserialize(rr->bytes.data(), rr->bytes.size());
-      if (p) rr->owner->deliver(from, info->sender_tag & tag_mask, std::move(*p));
-    }
-    delete rr;
     if (request) ucp_request_free(request);
+    if (rr->data_phase) {  // one data part of a large payload has arrived in place
+      if (status != UCS_OK) rr->failed = true;
+      if (--rr->parts_left > 0) return;
+      if (!rr->failed) rr->owner->deliver(static_cast<int>(rr->tag >> rank_shift), rr->tag & tag_mask, std::move(rr->data));
+      delete rr;
+      return;
+    }
+    if (status != UCS_OK) {
+      delete rr;
+      return;
+    }
+    const std::uint64_t wire = info->sender_tag;
+    const int from = static_cast<int>(wire >> rank_shift);
+    const std::uint64_t tag = wire & tag_mask;
+    std::uint64_t n[3] = {0, 0, 0};
+    if (rr->bytes.size() == sizeof n) std::memcpy(n, rr->bytes.data(), sizeof n);
+    if (rr->bytes.size() == sizeof n && n[0] + n[1] + n[2] > 0) {
+      rr->owner->receive_data(rr, n);  // a header: the data follows
+      return;
+    }
+    auto p = deserialize(rr->bytes.data(), rr->bytes.size());
+    if (p) rr->owner->deliver(from, tag, std::move(*p));
+    delete rr;
+  }
+
+  // After a large payload's header: receive its data straight into the payload's vectors, one
+  // contiguous message per non-empty vector (UCX moves contiguous buffers zero-copy, iovs not).
+  // The parts share one tag; UCX matches messages from one sender in order.
+  void receive_data(recv_request* rr, const std::uint64_t* n) {
+    rr->data.f.resize(n[0]);
+    rr->data.d.resize(n[1]);
+    rr->data.i.resize(n[2]);
+    std::pair<void*, std::size_t> parts[3];
+    int count = 0;
+    if (n[0]) parts[count++] = {rr->data.f.data(), n[0] * 4};
+    if (n[1]) parts[count++] = {rr->data.d.data(), n[1] * 8};
+    if (n[2]) parts[count++] = {rr->data.i.data(), n[2] * 4};
+    rr->data_phase = true;
+    rr->parts_left = count;
+    const std::uint64_t data_tag = rr->tag | data_flag;
+    for (int k = 0; k < count; ++k) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+      param.cb.recv = on_recv;
+      param.user_data = rr;
+      param.datatype = ucp_dt_make_contig(1);
+      ucs_status_ptr_t st = ucp_tag_recv_nbx(worker, parts[k].first, parts[k].second, data_tag, ~std::uint64_t{0}, &param);
+      if (st == nullptr) {
+        ucp_tag_recv_info_t done{data_tag, parts[k].second};
+        on_recv(nullptr, UCS_OK, &done, rr);
+      } else if (UCS_PTR_IS_ERR(st)) {  // the parts not posted will not come either
+        rr->parts_left -= count - k - 1;
+        on_recv(nullptr, UCS_PTR_STATUS(st), nullptr, rr);
+        return;
+      }
+    }
   }
 
   static void on_send(void* request, ucs_status_t, void* user) {
-    delete static_cast<send_request*>(user);
+    auto* sr = static_cast<send_request*>(user);
+    if (--sr->parts == 0) delete sr;
     if (request) ucp_request_free(request);
   }
 
@@ -189,12 +275,14 @@ struct ucx_state {
   }
 
   // Takes every message that has arrived, whatever its tag, into the matching table.
+  // Takes every inline message and header that has arrived, whatever its tag (data parts are
+  // received by the receive their header posts).
   void drain() {
     ucp_tag_recv_info_t info;
     for (;;) {
-      ucp_tag_message_h msg = ucp_tag_probe_nb(worker, 0, 0, 1, &info);
+      ucp_tag_message_h msg = ucp_tag_probe_nb(worker, 0, data_flag, 1, &info);
       if (!msg) return;
-      auto* rr = new recv_request{this, std::vector<std::uint8_t>(info.length), info.sender_tag};
+      auto* rr = new recv_request{this, std::vector<std::uint8_t>(info.length), info.sender_tag, {}};
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
       param.cb.recv = on_recv;
@@ -224,12 +312,17 @@ struct ucx_state {
       if (++idle < 2000) continue;  // a few tens of microseconds of spinning keep latency low
       ucs_status_t armed = ucp_worker_arm(worker);
       if (armed == UCS_ERR_BUSY) continue;
+      sleeping.store(true);  // before looking at the tasks: a later post() will signal
+      bool pending;
       {
         std::lock_guard<std::mutex> lock(task_mutex);
-        if (!tasks.empty()) continue;  // posted after we looked: do it instead of sleeping
+        pending = !tasks.empty();  // posted after we looked: do it instead of sleeping
       }
-      pollfd p{event_fd, POLLIN, 0};
-      ::poll(&p, 1, 10);
+      if (!pending) {
+        pollfd p{event_fd, POLLIN, 0};
+        ::poll(&p, 1, 10);
+      }
+      sleeping.store(false);
       idle = 0;
     }
   }
@@ -239,18 +332,26 @@ struct ucx_state {
       if (worker) ucp_worker_signal(worker);
       if (progress.joinable()) progress.join();
     }
-    for (auto& ep : endpoints)
-      if (ep) {
-        ucp_request_param_t param{};
-        param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-        param.flags = UCP_EP_CLOSE_FLAG_FORCE;
-        ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &param);
-        if (req && UCS_PTR_IS_PTR(req)) {
-          while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker);
-          ucp_request_free(req);
-        }
-        ep = nullptr;
-      }
+    if (!worker) return;
+    // Sends already handed to us still go out: issue the queued ones, then close every endpoint in
+    // flush mode (its sends complete first), giving a peer that does not answer two seconds.
+    run_tasks();
+    std::vector<ucs_status_ptr_t> closing;
+    for (auto& ep : endpoints) {
+      if (!ep) continue;
+      ucp_request_param_t param{};
+      ucs_status_ptr_t req = ucp_ep_close_nbx(ep, &param);
+      ep = nullptr;  // so an error callback during the close leaves it alone
+      if (req && UCS_PTR_IS_PTR(req)) closing.push_back(req);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    auto pending = [&] {
+      for (auto req : closing)
+        if (ucp_request_check_status(req) == UCS_INPROGRESS) return true;
+      return false;
+    };
+    while (pending() && std::chrono::steady_clock::now() < deadline) ucp_worker_progress(worker);
+    for (auto req : closing) ucp_request_free(req);
     for (auto* arg : error_args) delete arg;
     error_args.clear();
     if (worker) ucp_worker_destroy(worker);
@@ -274,8 +375,16 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
     s.deliver(self, tag & tag_mask, std::move(data));
     return {};
   }
-  auto* sr = new send_request{serialize(data)};
-  const std::uint64_t wire_tag = (static_cast<std::uint64_t>(self) << actors::tag_bits) | (tag & tag_mask);
+  auto* sr = new send_request{};
+  if (data.bytes() <= inline_limit) {
+    sr->bytes = serialize(data);
+  } else {
+    const std::uint64_t n[3] = {data.f.size(), data.d.size(), data.i.size()};
+    sr->bytes.resize(sizeof n);
+    std::memcpy(sr->bytes.data(), n, sizeof n);
+    sr->data = std::move(data);
+  }
+  const std::uint64_t wire_tag = (static_cast<std::uint64_t>(self) << rank_shift) | (tag & tag_mask);
   s.post([&s, sr, peer, wire_tag] {
     {
       std::lock_guard<std::mutex> lock(s.mutex);
@@ -284,13 +393,25 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
         return;
       }
     }
-    ucp_request_param_t param{};
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-    param.cb.send = ucx_state::on_send;
-    param.user_data = sr;
-    param.datatype = ucp_dt_make_contig(1);
-    ucs_status_ptr_t st = ucp_tag_send_nbx(s.endpoints[peer], sr->bytes.data(), sr->bytes.size(), wire_tag, &param);
-    if (st == nullptr || UCS_PTR_IS_ERR(st)) delete sr;  // done at once (no callback), or failed (the peer is lost)
+    auto issue = [&](void* buffer, std::size_t count, ucp_datatype_t type, std::uint64_t t) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+      param.cb.send = ucx_state::on_send;
+      param.user_data = sr;
+      param.datatype = type;
+      ++sr->parts;
+      ucs_status_ptr_t st = ucp_tag_send_nbx(s.endpoints[peer], buffer, count, t, &param);
+      if (st == nullptr || UCS_PTR_IS_ERR(st)) --sr->parts;  // done at once (no callback), or failed (the peer is lost)
+    };
+    ++sr->parts;  // held while both parts are issued
+    issue(sr->bytes.data(), sr->bytes.size(), ucp_dt_make_contig(1), wire_tag);
+    if (sr->data.bytes() > 0) {  // the data parts, in the order the receiver posts them
+      const auto contig = ucp_dt_make_contig(1);
+      if (!sr->data.f.empty()) issue(sr->data.f.data(), sr->data.f.size() * 4, contig, wire_tag | data_flag);
+      if (!sr->data.d.empty()) issue(sr->data.d.data(), sr->data.d.size() * 8, contig, wire_tag | data_flag);
+      if (!sr->data.i.empty()) issue(sr->data.i.data(), sr->data.i.size() * 4, contig, wire_tag | data_flag);
+    }
+    if (--sr->parts == 0) delete sr;
   });
   return {};
 }
@@ -328,13 +449,62 @@ void ucx_abort(void* p, const loom::error& why) {
   s.fail_waiting(-1, why);
 }
 
-const actors::transport_ops ucx_ops = {"ucx", ucx_send, ucx_receive, ucx_abort};
+std::vector<std::uint8_t> address_of(void* state) {
+  auto& s = *static_cast<ucx_state*>(state);
+  std::vector<std::uint8_t> out;
+  s.run([&] {
+    ucp_address_t* address = nullptr;
+    std::size_t length = 0;
+    if (ucp_worker_get_address(s.worker, &address, &length) != UCS_OK) return;
+    out.assign(reinterpret_cast<std::uint8_t*>(address), reinterpret_cast<std::uint8_t*>(address) + length);
+    ucp_worker_release_address(s.worker, address);
+  });
+  return out;
+}
+
+expected<void> connect_to(void* state, const std::vector<std::vector<std::uint8_t>>& addresses) {
+  auto& s = *static_cast<ucx_state*>(state);
+  if (static_cast<int>(addresses.size()) != s.world)
+    return unexpected(errc::transport_error, "ucx: " + std::to_string(addresses.size()) + " addresses for " + std::to_string(s.world) + " ranks");
+  expected<void> result;
+  s.run([&] {
+    for (int r = 0; r < s.world; ++r) {
+      if (r == s.rank) continue;
+      auto* arg = new std::pair<ucx_state*, int>(&s, r);
+      s.error_args.push_back(arg);
+      ucp_ep_params_t ep{};
+      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
+      ep.err_mode = shared_memory_only() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
+      ep.err_handler.cb = ucx_state::on_ep_error;
+      ep.err_handler.arg = arg;
+      if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
+        result = unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
+        return;
+      }
+    }
+  });
+  return result;
+}
+
+void ucx_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
+                    actors::all_to_all_callback done);
+void ucx_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done);
+
+const actors::transport_ops ucx_ops = {"ucx",          address_of,  connect_to, ucx_send, ucx_receive,
+                                       ucx_all_to_all, ucx_barrier, ucx_abort};
+
+void ucx_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
+                    actors::all_to_all_callback done) {
+  actors::all_to_all_by_messages(ucx_ops, p, self, group, tag, std::move(out), std::move(done));
+}
+void ucx_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done) {
+  actors::barrier_by_messages(ucx_ops, p, self, group, tag, std::move(done));
+}
 
 }  // namespace
 
 expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
-  // UCX warns on stderr about things a failed peer leaves behind; loom reports failures itself.
-  ::setenv("UCX_LOG_LEVEL", "error", 0);
   auto s = std::make_shared<ucx_state>();
   s->rank = rank;
   s->world = world;
@@ -361,42 +531,10 @@ expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
   return std::shared_ptr<void>(s);
 }
 
-std::vector<std::uint8_t> ucx_address(const std::shared_ptr<void>& state) {
-  auto& s = *static_cast<ucx_state*>(state.get());
-  std::vector<std::uint8_t> out;
-  s.run([&] {
-    ucp_address_t* address = nullptr;
-    std::size_t length = 0;
-    if (ucp_worker_get_address(s.worker, &address, &length) != UCS_OK) return;
-    out.assign(reinterpret_cast<std::uint8_t*>(address), reinterpret_cast<std::uint8_t*>(address) + length);
-    ucp_worker_release_address(s.worker, address);
-  });
-  return out;
-}
+std::vector<std::uint8_t> ucx_address(const std::shared_ptr<void>& state) { return address_of(state.get()); }
 
 expected<void> ucx_connect(const std::shared_ptr<void>& state, const std::vector<std::vector<std::uint8_t>>& addresses) {
-  auto& s = *static_cast<ucx_state*>(state.get());
-  if (static_cast<int>(addresses.size()) != s.world)
-    return unexpected(errc::transport_error, "ucx: " + std::to_string(addresses.size()) + " addresses for " + std::to_string(s.world) + " ranks");
-  expected<void> result;
-  s.run([&] {
-    for (int r = 0; r < s.world; ++r) {
-      if (r == s.rank) continue;
-      auto* arg = new std::pair<ucx_state*, int>(&s, r);
-      s.error_args.push_back(arg);
-      ucp_ep_params_t ep{};
-      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
-      ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
-      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-      ep.err_handler.cb = ucx_state::on_ep_error;
-      ep.err_handler.arg = arg;
-      if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
-        result = unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
-        return;
-      }
-    }
-  });
-  return result;
+  return connect_to(state.get(), addresses);
 }
 
 actors::transport ucx_handle(const std::shared_ptr<void>& state) {

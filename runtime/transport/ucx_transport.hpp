@@ -5,7 +5,8 @@
 // Each process owns one UCP worker and a progress thread. Every incoming message is received
 // whatever its tag (the sender's rank sits in the top 16 bits of the UCX tag) and handed to the
 // receive posted for it, or kept until one is; so receives need not know sizes in advance. A lost
-// peer fails the receives waiting on it with the reason.
+// peer fails the receives waiting on it with the reason (with shared-memory-only UCX_TLS, which
+// cannot detect it, the control plane does).
 #pragma once
 
 #include <cstdint>
