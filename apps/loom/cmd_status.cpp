@@ -24,6 +24,9 @@ void print_one(const daemon::experiment_info& x) {
   std::cout << "  submitted  " << format_time(x.submitted_at) << "\n";
   if (x.started_at > 0) std::cout << "  started    " << format_time(x.started_at) << (x.status == "running" ? "  (pid " + std::to_string(x.pid) + ")" : "") << "\n";
   if (x.finished_at > 0) std::cout << "  finished   " << format_time(x.finished_at) << "\n";
+  if (x.procs > 0)
+    std::cout << "  processes  " << x.procs << ", one per rank"
+              << (x.hosts > 0 ? " over " + std::to_string(x.hosts) + " hosts" : std::string(" over the joined hosts")) << "\n";
   if (!x.overrides.empty()) {
     std::cout << "  overrides ";
     for (const auto& o : x.overrides) std::cout << " " << o;

@@ -1,6 +1,8 @@
-// `loom submit EXP.toml [--set k=v]... [--wait] [--json]`: sends the experiment and every schedule
-// file it needs (contents, not paths) to loomd, which checks them as `loom check` would and queues
-// the experiment. Prints its id; --wait follows its log until it ends (exit 0 only when done).
+// `loom submit EXP.toml [--set k=v]... [--procs N [--hosts K]] [--wait] [--json]`: sends the
+// experiment and every schedule file it needs (contents, not paths) to loomd, which checks them as
+// `loom check` would and queues the experiment. Prints its id; --wait follows its log until it ends
+// (exit 0 only when done). --procs runs one process per rank, spread over the daemon's host and the
+// daemons that joined it (--hosts: over that many of them).
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
@@ -16,12 +18,16 @@ struct submit_options {
   std::vector<std::string> set;
   bool wait = false;
   bool json = false;
+  int procs = 0;
+  int hosts = 0;
   daemon_options daemon;
 };
 
 int submit(const submit_options& o) {
   auto sub = daemon::collect_submission(o.file, o.set);
   if (!sub) return client_error(sub.error());
+  sub->procs = o.procs;
+  sub->hosts = o.hosts;
   auto c = daemon_client::connect(o.daemon);
   if (!c) return client_error(c.error());
   auto r = (*c)->submit(*sub);
@@ -59,6 +65,10 @@ void add_submit_command(CLI::App& app, action& selected) {
   cmd->add_option("--set", o->set, "Override a setting: dotted.key=value (repeatable)")->type_name("KEY=VALUE");
   cmd->add_flag("--wait", o->wait, "Follow its progress until it ends; exit status 0 only when it is done");
   cmd->add_flag("--json", o->json, "Print the result as JSON");
+  cmd->add_option("--procs", o->procs,
+                  "One process per rank (must equal pp x ep), spread round-robin over the daemon's host and the daemons "
+                  "that joined it (loomd --join); data moves over UCX");
+  cmd->add_option("--hosts", o->hosts, "With --procs: how many hosts to spread the processes over (default: every joined one)");
   add_daemon_options(cmd, o->daemon);
   cmd->callback([&selected, o] { selected = [o]() -> int { exit_now(submit(*o)); }; });
 }

@@ -3,6 +3,8 @@
 // listens at the rendezvous, runs the coordinator and writes the report; every other rank joins it,
 // receives the experiment and runs its rank. Rank and world size come from the flags, else from the
 // launcher's environment (OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/SLURM_NTASKS, LOOM_RANK/LOOM_WORLD).
+// Rank 0 may listen on port 0 (any free one) and write where it listens to --port-file, which is
+// how loomd learns the rendezvous of the ranks it starts on other hosts.
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
@@ -10,6 +12,7 @@
 #include "apps/loom/schedule_options.hpp"
 #include "runtime/cluster/cluster_run.hpp"
 #include "runtime/daemon/bundle_collect.hpp"
+#include "runtime/daemon/state_dir.hpp"
 
 namespace loom::app {
 
@@ -23,28 +26,32 @@ struct worker_options {
   std::vector<std::string> set;
   std::string out;
   double timeout = 120;
+  double peer_timeout = 15;
+  std::string port_file;
   bool quiet = false;
 };
 
 int run_worker_command(const worker_options& o) {
-  auto colon = o.rendezvous.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    std::cerr << "loom: error: --rendezvous must be HOST:PORT, not '" << o.rendezvous << "'\n";
+  auto [env_rank, env_world] = cluster::launcher_rank();
+  const int rank = o.rank >= 0 ? o.rank : env_rank;
+  // HOST:PORT or [IPv6]:PORT; port 0 (rank 0 only) listens on any free port.
+  std::string text = o.rendezvous;
+  const bool any_port = rank == 0 && text.size() > 2 && text.compare(text.size() - 2, 2, ":0") == 0;
+  if (any_port) text.back() = '1';
+  auto where = daemon::parse_endpoint(text);
+  if (!where) {
+    std::cerr << "loom: error: --rendezvous: " << where.error().message << "\n";
     return 2;
   }
   cluster::cluster_options co;
-  co.host = o.rendezvous.substr(0, colon);
-  try {
-    int port = std::stoi(o.rendezvous.substr(colon + 1));
-    if (port <= 0 || port > 65535) throw std::out_of_range("port");
-    co.port = static_cast<std::uint16_t>(port);
-  } catch (const std::exception&) {
-    std::cerr << "loom: error: --rendezvous: '" << o.rendezvous.substr(colon + 1) << "' is not a port number\n";
+  co.host = where->host;
+  co.port = any_port ? 0 : where->port;
+  co.join_timeout_seconds = o.timeout;
+  if (!(o.peer_timeout >= 1)) {
+    std::cerr << "loom: error: --peer-timeout must be at least 1 second\n";
     return 2;
   }
-  co.join_timeout_seconds = o.timeout;
-  auto [env_rank, env_world] = cluster::launcher_rank();
-  const int rank = o.rank >= 0 ? o.rank : env_rank;
+  co.peer_timeout_seconds = o.peer_timeout;
   if (rank != 0) {
     if (auto ok = cluster::run_worker(rank, co); !ok) {
       print_error(ok.error());
@@ -66,6 +73,8 @@ int run_worker_command(const worker_options& o) {
   if (!o.quiet) co.on_step = [](const exec::step_progress& p) { show_progress(p, false); };
   const int world = o.world > 0 ? o.world : env_world;
   co.on_listening = [&](std::uint16_t port) {
+    if (!o.port_file.empty())
+      if (auto ok = daemon::write_endpoint(o.port_file, {co.host, port}); !ok) print_error(ok.error());
     if (!o.quiet)
       std::cerr << "loom: rank 0 listens on " << co.host << ":" << port << (world > 0 ? " for " + std::to_string(world - 1) + " workers" : "")
                 << "\n";
@@ -87,12 +96,16 @@ void add_worker_command(CLI::App& app, action& selected) {
   auto* cmd = app.add_subcommand("worker", "One rank of a run with one process per rank (started by mpirun, srun or loomd)");
   auto o = std::make_shared<worker_options>();
   cmd->add_option("EXPERIMENT", o->file, "Experiment file (rank 0 only; the others receive it)");
-  cmd->add_option("--rendezvous", o->rendezvous, "HOST:PORT where rank 0 listens")->required();
+  cmd->add_option("--rendezvous", o->rendezvous, "HOST:PORT where rank 0 listens (rank 0: port 0 picks a free one)")->required();
   cmd->add_option("--rank", o->rank, "This process's rank (default: from the launcher's environment)");
   cmd->add_option("--world", o->world, "Number of processes (default: from the launcher's environment)");
   cmd->add_option("--set", o->set, "Rank 0: override a setting of the experiment (repeatable)")->type_name("KEY=VALUE");
   cmd->add_option("--out", o->out, "Rank 0: output folder");
   cmd->add_option("--timeout", o->timeout, "Seconds to wait for the other ranks at the start")->capture_default_str();
+  cmd->add_option("--peer-timeout", o->peer_timeout,
+                  "Seconds of silence after which another process of the run counts as gone (the run fails)")
+      ->capture_default_str();
+  cmd->add_option("--port-file", o->port_file, "Rank 0: write HOST:PORT there once it listens (with port 0: any free port)");
   cmd->add_flag("-q,--quiet", o->quiet, "No progress output");
   cmd->callback([&selected, o] { selected = [o] { return run_worker_command(*o); }; });
 }

@@ -29,5 +29,6 @@ void add_cancel_command(CLI::App& app, action& selected);
 void add_results_command(CLI::App& app, action& selected);
 void add_list_command(CLI::App& app, action& selected);
 void add_compare_command(CLI::App& app, action& selected);
+void add_hosts_command(CLI::App& app, action& selected);
 
 }  // namespace loom::app

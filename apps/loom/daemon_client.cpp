@@ -84,6 +84,9 @@ daemon_client_config::daemon_client_config() {
   set("scheduler.max-threads", 1);
   set("middleman.workers", 0);
   set("logger.console", caf::atom("none"));
+  // The daemon drops a connection that stays silent for its peer timeout (15 s by default): a
+  // client waiting long for one reply (a large submission) keeps it alive with heartbeats.
+  set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
 }
 
 daemon_client::~daemon_client() = default;
@@ -174,6 +177,9 @@ expected<basic_reply> daemon_client::cancel(std::int64_t id) {
 expected<results_reply> daemon_client::results(std::int64_t id) {
   return call<results_reply>(std::chrono::seconds(30), results_atom::value, token_, id);
 }
+expected<hosts_reply> daemon_client::hosts() {
+  return call<hosts_reply>(std::chrono::seconds(10), hosts_atom::value, token_);
+}
 
 expected<std::int64_t> parse_id(const std::string& text) {
   std::string t = text;
@@ -237,7 +243,9 @@ std::string to_json_text(const std::vector<daemon::experiment_info>& items, bool
                    {"finished_at", x.finished_at},
                    {"result_dir", x.result_dir},
                    {"pid", x.pid},
-                   {"exit_code", x.exit_code}});
+                   {"exit_code", x.exit_code},
+                   {"procs", x.procs},
+                   {"hosts", x.hosts}});
   if (!list && arr.size() == 1) return arr[0].dump(2);
   return arr.dump(2);
 }

@@ -1,5 +1,5 @@
 // Talking to loomd from the `loom` client commands (submit, status, logs, cancel, results, list,
-// compare). Where the daemon is: --daemon HOST:PORT and --token-file FILE, else the environment
+// compare, hosts). Where the daemon is: --daemon HOST:PORT and --token-file FILE, else the environment
 // (LOOM_DAEMON, LOOM_TOKEN_FILE), else the default state folder ($LOOM_STATE or ~/.local/state/loom:
 // its `endpoint` and `token` files). Every request has a timeout; every failure is a sentence.
 #pragma once
@@ -46,6 +46,7 @@ class daemon_client {
   expected<daemon::logs_reply> logs(std::int64_t id, std::uint64_t offset);
   expected<daemon::basic_reply> cancel(std::int64_t id);
   expected<daemon::results_reply> results(std::int64_t id);
+  expected<daemon::hosts_reply> hosts();  // the daemon and the daemons that joined it
 
   const std::string& where() const { return where_; }
 

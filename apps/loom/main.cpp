@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   loom::app::add_results_command(app, selected);
   loom::app::add_list_command(app, selected);
   loom::app::add_compare_command(app, selected);
+  loom::app::add_hosts_command(app, selected);
 
   try {
     app.parse(argc, argv);

@@ -1,22 +1,30 @@
 // loomd: the runtime daemon. Keeps a queue of experiments in STATE (a SQLite store that survives
-// kill -9), runs each as a `loom run` child process, and answers `loom submit/status/logs/cancel/
-// results/list/compare` over CAF's io middleman, on 127.0.0.1 unless told otherwise.
+// kill -9), runs each as a `loom run` child process (or, with --procs, as one `loom worker` per rank
+// spread over the daemons that joined it), and answers `loom submit/status/logs/cancel/results/
+// list/compare/hosts` over CAF's io middleman, on 127.0.0.1 unless told otherwise. With --join it
+// also offers this host to a head daemon for the worker processes of its runs.
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "kernels/gpu_probe.hpp"
 #include "loom/version.hpp"
 #include "runtime/daemon/clock.hpp"
 #include "runtime/daemon/coordinator.hpp"
+#include "runtime/daemon/host_agent.hpp"
 #include "runtime/daemon/protocol.hpp"
 #include "runtime/daemon/recovery.hpp"
 #include "runtime/daemon/state_dir.hpp"
@@ -34,16 +42,37 @@ struct options {
   bool allow_remote = false;
   int jobs = 0;  // 0: one per GPU, else 1
   int nice = 10;
+  // Hosts of multi-process runs:
+  std::string join;         // HOST:PORT of a head daemon to offer this host to
+  std::string token_file;   // the head's token (with --join)
+  std::string advertise;    // the address the other hosts reach this one at
+  std::string name;         // this host's name in `loom hosts` and logs
+  int slots = 0;            // worker processes at once (0: one per core)
+  double peer_timeout = 15; // seconds of silence after which a peer (daemon or process) counts as gone
 };
 
 class daemon_config : public caf::actor_system_config {
  public:
-  daemon_config() {
+  explicit daemon_config(double peer_timeout) {
     load<caf::io::middleman>();
     register_protocol_types(*this);
     set("logger.console", caf::atom("none"));
+    // A peer that falls silent (its host down, the link cut) is dropped after the peer timeout, so a
+    // head notices a joined host is gone and a joined daemon notices the head is (down_msg), also
+    // when no TCP reset ever comes. Clients send heartbeats too (daemon_client_config).
+    const auto timeout = std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(peer_timeout));
+    set("middleman.heartbeat-interval", caf::timespan{std::min(timeout / 4, caf::timespan{std::chrono::seconds(1)})});
+    set("middleman.connection-timeout", timeout);
   }
 };
+
+bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::"; }
+
+std::string host_name() {
+  char buf[256] = {0};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
+}
 
 int fail(const std::string& message, int code = 1) {
   std::cerr << "loomd: error: " << message << "\n";
@@ -58,6 +87,21 @@ std::uint64_t random_key() {
 int serve(const options& o) {
   if (o.port < 0 || o.port > 65535) return fail("--port must be 0 (a free port) to 65535", 2);
   if (o.nice < 0 || o.nice > 19) return fail("--nice must be 0 to 19", 2);
+  if (o.slots < 0) return fail("--slots must be at least 1 (0: one per core)", 2);
+  if (!(o.peer_timeout >= 1 && o.peer_timeout <= 3600)) return fail("--peer-timeout must be 1 to 3600 seconds", 2);
+  std::optional<endpoint> head;
+  std::string head_token;
+  if (!o.join.empty()) {
+    auto e = parse_endpoint(o.join);
+    if (!e) return fail("--join: " + e.error().message, 2);
+    head = *e;
+    std::string file = o.token_file;
+    if (file.empty()) file = std::getenv("LOOM_TOKEN_FILE") ? std::getenv("LOOM_TOKEN_FILE") : "";
+    if (file.empty()) return fail("--join needs the head daemon's token: --token-file FILE (a copy of the head's STATE/token)", 2);
+    auto t = read_token(file);
+    if (!t) return fail(t.error().message, 2);
+    head_token = *t;
+  }
   if (!is_loopback(o.host) && !o.allow_remote)
     return fail("refusing to listen on " + o.host + ": only loopback addresses without --allow-remote (the protocol is "
                 "not encrypted; anyone who can reach the port and has the token controls the daemon)", 2);
@@ -95,8 +139,17 @@ int serve(const options& o) {
     }
   }
   s.queue.nice = o.nice;
+  s.queue.host_name = o.name.empty() ? host_name() : o.name;
+  s.queue.advertise = !o.advertise.empty() ? o.advertise : is_wildcard(o.host) ? "" : o.host;
+  s.queue.slots = o.slots > 0 ? o.slots : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  s.queue.peer_timeout = o.peer_timeout;
   s.token = *token;
   s.internal_key = random_key();
+  {
+    char prefix[16];
+    std::snprintf(prefix, sizeof prefix, "%08x", static_cast<unsigned>(random_key()));
+    s.queue.run_prefix = prefix;  // run keys stay unique across restarts of this daemon
+  }
 
   // SIGTERM, SIGINT, SIGHUP and SIGCHLD are taken by sigwait below (every thread CAF starts
   // inherits the mask; children get theirs reset).
@@ -109,11 +162,15 @@ int serve(const options& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  daemon_config cfg;
+  daemon_config cfg{o.peer_timeout};
   caf::actor_system sys{cfg};
   auto coordinator = spawn_coordinator(sys, s, db);
+  std::optional<agent_actor> agent;
   auto stop = [&](const std::string& reason) {
     caf::scoped_actor self{sys};
+    if (agent)  // the workers this host runs for the head first: they are not in the queue
+      self->request(*agent, std::chrono::seconds(60), stop_atom::value, s.internal_key, reason)
+          .receive([](bool) {}, [&](caf::error& e) { std::cerr << "loomd: stopping the workers: " << sys.render(e) << "\n"; });
     self->request(coordinator, std::chrono::seconds(60), stop_atom::value, s.internal_key, reason)
         .receive([](bool) {}, [&](caf::error& e) { std::cerr << "loomd: stopping: " << sys.render(e) << "\n"; });
   };
@@ -129,12 +186,38 @@ int serve(const options& o) {
     return fail(ok.error().message);
   }
   std::cout << "loomd: listening on " << where.to_string() << " (state " << paths.root << ", " << s.queue.jobs
-            << (s.queue.jobs == 1 ? " job" : " jobs") << " at once, " << recovered->queued << " queued)" << std::endl;
+            << (s.queue.jobs == 1 ? " job" : " jobs") << " at once, " << recovered->queued << " queued, " << s.queue.slots
+            << " worker slots)" << std::endl;
+  if (head) {
+    if (auto ok = make_private_dir(paths.workers); !ok) {
+      stop("the daemon could not start");
+      return fail(ok.error().message);
+    }
+    agent_settings a;
+    a.head_host = head->host;
+    a.head_port = head->port;
+    a.head_token = head_token;
+    a.self.name = s.queue.host_name;
+    a.self.address = !s.queue.advertise.empty() ? s.queue.advertise : route_address(head->host, head->port);
+    a.self.version = loom::version;
+    a.self.slots = s.queue.slots;
+    a.loom_program = s.queue.loom_program;
+    a.workers_dir = paths.workers;
+    a.nice = o.nice;
+    a.cancel_grace = s.queue.cancel_grace;
+    a.internal_key = s.internal_key;
+    agent = spawn_host_agent(sys, a);
+    std::cout << "loomd: joining the head daemon at " << head->to_string() << " as " << a.self.name << " (" << a.self.address
+              << ")" << std::endl;
+  }
 
-  // A child that exits raises SIGCHLD: the coordinator reaps it. Signals coalesce, so a reap
-  // looks at every child.
+  // A child that exits raises SIGCHLD: the coordinator (and the agent, for the workers it runs)
+  // reaps it. Signals coalesce, so a reap looks at every child.
   int sig = 0;
-  while (sigwait(&signals, &sig) == 0 && sig == SIGCHLD) caf::anon_send(coordinator, reap_atom::value, s.internal_key);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGCHLD) {
+    caf::anon_send(coordinator, reap_atom::value, s.internal_key);
+    if (agent) caf::anon_send(*agent, reap_atom::value, s.internal_key);
+  }
   const std::string name = sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
   std::cout << "loomd: " << name << ": stopping (queued experiments stay queued)" << std::endl;
   std::error_code ec;
@@ -155,6 +238,17 @@ int main(int argc, char** argv) {
   app.add_option("--port", o.port, "TCP port; 0 picks a free one (see STATE/endpoint)")->capture_default_str();
   app.add_flag("--allow-remote", o.allow_remote, "Allow a non-loopback --host (the protocol is not encrypted)");
   app.add_option("--jobs", o.jobs, "Experiments at once (default: one per GPU, 1 without GPUs)");
+  app.add_option("--join", o.join, "Offer this host to the head daemon at HOST:PORT for the worker processes of its runs")
+      ->type_name("HOST:PORT");
+  app.add_option("--token-file", o.token_file, "With --join: the head daemon's token file (default $LOOM_TOKEN_FILE)")
+      ->type_name("FILE");
+  app.add_option("--advertise", o.advertise,
+                 "The address other hosts reach this one at (default: --host, or with --join the address that routes to the head)");
+  app.add_option("--name", o.name, "This host's name in `loom hosts` and the logs (default: the host name)");
+  app.add_option("--slots", o.slots, "Worker processes of multi-process runs at once on this host (default: one per core)");
+  app.add_option("--peer-timeout", o.peer_timeout,
+                 "Seconds of silence after which a joined daemon, the head, or a process of a run counts as gone")
+      ->capture_default_str();
   app.add_option("--nice", o.nice,
                  "Niceness of the runs, 0-19: the daemon and its clients stay responsive while experiments use every "
                  "core; it matters only when the CPU is contended")

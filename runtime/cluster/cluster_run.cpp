@@ -19,10 +19,17 @@ namespace loom::cluster {
 namespace {
 
 struct cluster_config : caf::actor_system_config {
-  cluster_config() {
+  explicit cluster_config(double peer_timeout_seconds) {
     register_cluster_types(*this);
     load<caf::io::middleman>();
     set("scheduler.max-threads", static_cast<std::int64_t>(std::max(2u, std::thread::hardware_concurrency())));
+    // Heartbeats on every connection, and a peer silent for the timeout is dropped: its actors go
+    // down (remote_link_unreachable) as if its process had died, also when no TCP reset comes (a
+    // cut link, a host that froze). The coordinator then fails the run naming the rank, and a
+    // worker whose rank 0 is gone stops.
+    const auto timeout = std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(peer_timeout_seconds));
+    set("middleman.heartbeat-interval", caf::timespan{std::min(timeout / 4, caf::timespan{std::chrono::seconds(1)})});
+    set("middleman.connection-timeout", timeout);
   }
 };
 
@@ -161,7 +168,43 @@ ready_request ready_of(int rank, const local_rank& lr, caf::actor listener) {
   r.components = lr.spawned.components;
   r.components.push_back(std::move(listener));  // the process's listener: told when to finish
   r.logical_layers.assign(lr.spawned.logical_layers.begin(), lr.spawned.logical_layers.end());
+  r.host = hostname();
+  r.pid = static_cast<std::int64_t>(::getpid());
   return r;
+}
+
+std::string rank_name(int global_rank, int ep) {
+  return "rank " + std::to_string(global_rank / ep) + (ep > 1 ? " (ep " + std::to_string(global_rank % ep) + ")" : "");
+}
+
+// After a failed run: the worker processes that went away (their listeners, monitored, are down).
+// A lost process shows in the data plane (a receive fails) and in the control plane (its actors go
+// down) at about the same time; whichever reached the coordinator first, the error then names the
+// rank whose process is gone. Waits up to two seconds for the first loss.
+void name_lost_processes(caf::scoped_actor& self, const std::map<caf::actor_addr, ready_request>& process_of, int ep,
+                         std::string& error) {
+  std::string lost;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (!lost.empty()) left = std::chrono::milliseconds(50);  // the first is in: only what is there already
+    if (left.count() <= 0) break;
+    bool got = false;
+    self->receive(
+        [&](caf::down_msg& d) {
+          got = true;
+          auto it = process_of.find(d.source);
+          if (it == process_of.end()) return;
+          const auto& r = it->second;
+          const std::string name = rank_name(r.rank, ep);
+          if (error.find(name + " became unreachable") != std::string::npos) return;  // said already
+          lost += std::string(lost.empty() ? "" : "; ") + "the process of " + name + " went away (pid " + std::to_string(r.pid) +
+                  " on " + r.host + ")";
+        },
+        caf::after(left) >> [] {});
+    if (!got) break;
+  }
+  if (!lost.empty()) error = lost + ": " + error;
 }
 
 void stop_rank(caf::scoped_actor& self, const local_rank& lr) {
@@ -183,7 +226,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
   const auto t0 = std::chrono::steady_clock::now();
   out.result.lowered = plan->lowered;
 
-  cluster_config cfg;
+  cluster_config cfg{opt.peer_timeout_seconds};
   caf::actor_system sys{cfg};
   auto reg = sys.spawn(registry, bundle, plan->world);
   auto port = caf::io::publish(reg, opt.port, opt.host.c_str(), true);
@@ -230,6 +273,16 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
       sr.logical_layers.assign(r.logical_layers.begin(), r.logical_layers.end());
       ranks.push_back(std::move(sr));
     }
+    // Every worker process's listener, monitored: a process that goes away names its rank in the error.
+    std::map<caf::actor_addr, ready_request> process_of;
+    for (std::size_t i = 0; i < listeners.size(); ++i) {
+      self->monitor(listeners[i]);
+      ready_request who;
+      for (const auto& r : all.ranks)
+        if (!r.components.empty() && r.components.back() == listeners[i]) who = r;
+      who.components.clear();
+      process_of[listeners[i].address()] = std::move(who);
+    }
     auto cs = exec::make_coordinator_setup(*plan, ranks, opt.on_step);
     cs.on_abort = [net = mine->net](const loom::error& why) { transport::ucx_handle(net).abort(why); };
     auto coord = actors::spawn_coordinator(sys, std::move(cs));
@@ -239,6 +292,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
                    out.result.outcome.ok = false;
                    out.result.outcome.error = "the coordinator failed: " + sys.render(err);
                  });
+    if (!out.result.outcome.ok) name_lost_processes(self, process_of, out.run.experiment.ep, out.result.outcome.error);
     if (out.result.outcome.ok && opt.collect_tensors)
       for (auto& r : ranks)
         self->request(r.driver, std::chrono::seconds(60), actors::grads_atom::value)
@@ -267,7 +321,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
 }
 
 expected<void> run_worker(int rank, const cluster_options& opt) {
-  cluster_config cfg;
+  cluster_config cfg{opt.peer_timeout_seconds};
   caf::actor_system sys{cfg};
   // Rank 0 may start later than we do (srun, mpirun): keep trying until the timeout.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opt.join_timeout_seconds);

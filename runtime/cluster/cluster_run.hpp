@@ -3,7 +3,9 @@
 // same way everywhere), builds its rank, and exchanges UCX addresses through the registry. The
 // coordinator then drives the ranks exactly as in one process, through remote actor handles; data
 // moves over UCX. A process that dies or a link that breaks fails the run, naming the rank, and the
-// other workers stop.
+// other workers stop. Every process sends heartbeats on its control-plane connections and drops a
+// peer that stays silent for the peer timeout, so a cut link or a frozen host ends the run too (a
+// worker then stops on its own: rank 0 is gone).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@ struct cluster_options {
   std::string host = "127.0.0.1";   // the rendezvous: rank 0 listens here, the others connect here
   std::uint16_t port = 0;           // 0 (rank 0 only): any free port
   double join_timeout_seconds = 120;  // how long rank 0 waits for everyone, and a worker for rank 0
+  double peer_timeout_seconds = 15;   // silence after which a peer process counts as gone
   std::function<void(std::uint16_t)> on_listening;  // rank 0: told the port once it listens
   std::function<void(const exec::step_progress&)> on_step;
   bool collect_tensors = false;

@@ -50,6 +50,8 @@ struct ready_request {
   actors::rank_actor driver;
   std::vector<caf::actor> components;   // stopped with the rest on failure
   std::vector<std::int32_t> logical_layers;
+  std::string host;                     // where the process runs, and its pid: for messages
+  std::int64_t pid = 0;
 };
 
 struct ready_reply {
@@ -68,7 +70,8 @@ typename Inspector::result_type inspect(Inspector& f, join_reply& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ready_request& x) {
-  return f(caf::meta::type_name("loom::ready_request"), x.rank, x.address, x.driver, x.components, x.logical_layers);
+  return f(caf::meta::type_name("loom::ready_request"), x.rank, x.address, x.driver, x.components, x.logical_layers, x.host,
+           x.pid);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ready_reply& x) {

@@ -117,6 +117,18 @@ std::vector<std::string> run_overrides(const submission& s, const std::string& f
   return out;
 }
 
+expected<void> check_processes(const submission& s, int pp, int ep) {
+  auto refuse = [](const std::string& why) { return unexpected(errc::invalid_argument, "refused: " + why); };
+  if (s.procs < 0 || s.hosts < 0) return refuse("--procs and --hosts must not be negative");
+  if (s.procs == 0 && s.hosts > 0) return refuse("--hosts spreads the processes of --procs N over hosts: give --procs too");
+  if (s.procs > 0 && s.procs != pp * ep)
+    return refuse("--procs " + std::to_string(s.procs) + " but the experiment has " + std::to_string(pp * ep) + " ranks (pp " +
+                  std::to_string(pp) + " x ep " + std::to_string(ep) + "): one process per rank");
+  if (s.hosts > s.procs)
+    return refuse("--hosts " + std::to_string(s.hosts) + " is more than the " + std::to_string(s.procs) + " processes");
+  return {};
+}
+
 expected<validated_submission> validate_submission(const submission& s) {
   if (auto ok = check_limits(s); !ok) return unexpected(ok.error());
   const std::string file = s.experiment_name.empty() ? "experiment.toml" : s.experiment_name;
@@ -132,11 +144,14 @@ expected<validated_submission> validate_submission(const submission& s) {
   auto sched = dsl::load_schedule(req, bundle_reader(s));
   if (!sched) return unexpected(sched.error());
   if (auto ok = exec::check_experiment(*e, sched->sched); !ok) return unexpected(ok.error());
+  if (auto ok = check_processes(s, e->pp, e->ep); !ok) return unexpected(ok.error());
   const auto& sc = sched->sched;
   validated_submission out;
   out.summary = e->name + ": schedule " + sc.name + " on " + std::to_string(e->pp) + " x " + std::to_string(e->ep) + " ranks (" +
                 exec::to_string(e->backend) + "), " + std::to_string(sc.total_microbatches()) + " microbatches, " +
                 std::to_string(e->steps) + (e->steps == 1 ? " step" : " steps");
+  if (s.procs > 0)
+    out.summary += ", one process per rank" + (s.hosts > 0 ? " over " + std::to_string(s.hosts) + " hosts" : std::string());
   out.experiment = std::move(*e);
   return out;
 }

@@ -31,6 +31,10 @@ struct validated_submission {
 // the located messages `loom check` prints (file names as the client's files lie relative to each other).
 expected<validated_submission> validate_submission(const submission& s);
 
+// A submission's --procs and --hosts against the experiment's pp x ep ranks: procs is 0 (one
+// process) or exactly one per rank, hosts at most procs and only with procs.
+expected<void> check_processes(const submission& s, int pp, int ep);
+
 // The overrides a run of the materialized submission needs: the client's, then schedule.file set to
 // where the main schedule lies under `files_dir` (last, so it wins).
 std::vector<std::string> run_overrides(const submission& s, const std::string& files_dir);

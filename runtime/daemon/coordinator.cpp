@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "loom/version.hpp"
 #include "runtime/daemon/bundle_check.hpp"
 #include "runtime/daemon/clock.hpp"
 #include "runtime/daemon/token.hpp"
@@ -23,11 +24,15 @@ constexpr std::size_t max_result_file = 8u << 20;
 struct coordinator_state {
   std::shared_ptr<store> db;
   std::unique_ptr<job_queue> queue;
+  std::shared_ptr<host_table> hosts;
   daemon_settings cfg;
   bool stopping = false;
+  bool tick_armed = false;
 };
 
 using self_ptr = coordinator_actor::stateful_pointer<coordinator_state>;
+
+void arm_tick(self_ptr self);
 
 const std::string refused_token =
     "refused: the token does not match this daemon's (use the token file from the daemon's state folder: "
@@ -107,6 +112,7 @@ caf::typed_response_promise<submit_reply> submit(self_ptr self, submission s) {
             r.summary = summary;
             rp.deliver(r);
             self->state.queue->fill();
+            arm_tick(self);
           },
           [rp](caf::error& err) mutable {
             submit_reply r;
@@ -173,15 +179,88 @@ results_reply results(self_ptr self, std::int64_t id) {
   return r;
 }
 
+void note(const std::string& line) { std::cerr << "loomd: " << line << std::endl; }
+
+// Multi-process runs wait for rank 0's port and for stopped ranks to go: poll while they do.
+void arm_tick(self_ptr self) {
+  auto& st = self->state;
+  if (st.tick_armed || st.stopping || !st.queue->needs_tick()) return;
+  st.tick_armed = true;
+  self->delayed_send(self, std::chrono::milliseconds(100), tick_atom::value, st.cfg.internal_key);
+}
+
+host_info self_info(self_ptr self) {
+  const auto& q = self->state.cfg.queue;
+  host_info h;
+  h.name = q.host_name;
+  h.address = q.advertise;
+  h.version = loom::version;
+  h.slots = q.slots;
+  h.used = self->state.queue->local_slots_used();
+  return h;
+}
+
+host_join_reply join(self_ptr self, host_join_request& req) {
+  host_join_reply r;
+  if (req.host.version != loom::version) {
+    r.error = "refused: this daemon runs loom " + std::string(loom::version) + ", the joining one " + req.host.version +
+              " (every host of a run must run the same build)";
+    return r;
+  }
+  if (!req.agent) {
+    r.error = "refused: the join carries no agent";
+    return r;
+  }
+  if (req.host.slots <= 0) {
+    r.error = "refused: a host must offer at least one slot";
+    return r;
+  }
+  req.host.joined_at = unix_now();
+  self->monitor(req.agent);  // gone (process, host or link): dropped from the list
+  note("host " + req.host.name + " (" + req.host.address + ", " + std::to_string(req.host.slots) + " slots) joined");
+  self->state.hosts->add(req.host, req.agent);
+  r.ok = true;
+  r.head = self->state.cfg.queue.host_name;
+  return r;
+}
+
+remote_hosts remote_of(self_ptr self, std::shared_ptr<host_table> table) {
+  remote_hosts rh;
+  rh.table = table;
+  rh.start = [self](std::uint64_t id, const workers_request& req) {
+    auto* h = self->state.hosts->find(id);
+    if (!h) return;
+    const std::string name = h->info.name;
+    self->request(h->agent, std::chrono::seconds(30), spawn_workers_atom::value, self->state.cfg.token, req)
+        .then(
+            [self, name, key = req.key](workers_reply& r) {
+              if (!r.ok) self->state.queue->remote_failed(key, "host " + name + " could not start its ranks: " + r.error);
+              arm_tick(self);
+            },
+            [self, name, key = req.key](caf::error& e) {
+              self->state.queue->remote_failed(key, "host " + name + " did not start its ranks: " + self->system().render(e));
+              arm_tick(self);
+            });
+  };
+  rh.stop = [self](std::uint64_t id, const std::string& key) {
+    if (auto* h = self->state.hosts->find(id)) self->send(h->agent, stop_workers_atom::value, self->state.cfg.token, key);
+  };
+  return rh;
+}
+
 coordinator_actor::behavior_type coordinator(self_ptr self, daemon_settings cfg, std::shared_ptr<store> db) {
   self->state.db = db;
-  self->state.queue = std::make_unique<job_queue>(db, cfg.queue);
+  self->state.hosts = std::make_shared<host_table>();
+  self->state.queue = std::make_unique<job_queue>(db, cfg.queue, remote_of(self, self->state.hosts));
   self->state.cfg = std::move(cfg);
   // Messages other than the interface's (a stray exit or error from a peer) are dropped, not obeyed;
   // the daemon ends only by its own stop message.
   self->set_default_handler(caf::drop);
   self->set_exit_handler([](caf::exit_msg&) {});
-  self->set_down_handler([](caf::down_msg&) {});
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto name = self->state.hosts->remove(dm.source);
+    if (!name.empty()) note("host " + name + " left (" + self->system().render(dm.reason) + ")");
+  });
   self->set_error_handler([](caf::error&) {});
   const auto key = self->state.cfg.internal_key;
   self->send(self, reap_atom::value, key);  // starts what was queued before a restart
@@ -212,6 +291,7 @@ coordinator_actor::behavior_type coordinator(self_ptr self, daemon_settings cfg,
         if (!done) return {false, done.error().message, {}};
         if (was_running)
           self->delayed_send(self, self->state.cfg.queue.cancel_grace, escalate_atom::value, self->state.cfg.internal_key, id);
+        arm_tick(self);
         return {true, {}, *done};
       },
       [self, allowed](results_atom, const std::string& token, std::int64_t id) -> results_reply {
@@ -222,9 +302,36 @@ coordinator_actor::behavior_type coordinator(self_ptr self, daemon_settings cfg,
         }
         return results(self, id);
       },
+      [self, allowed](hosts_atom, const std::string& token) -> hosts_reply {
+        hosts_reply r;
+        if (!allowed(token)) {
+          r.error = refused_token;
+          return r;
+        }
+        r.ok = true;
+        r.head = self_info(self);
+        for (const auto& h : self->state.hosts->hosts()) r.hosts.push_back(h.info);
+        return r;
+      },
+      [self, allowed](host_join_atom, const std::string& token, host_join_request& req) -> host_join_reply {
+        if (!allowed(token)) return {false, refused_token, {}};
+        return join(self, req);
+      },
+      [self, allowed](worker_exit_atom, const std::string& token, const worker_exit& w) {
+        if (!allowed(token)) return;
+        self->state.queue->worker_exited(w);
+      },
       [self](reap_atom, std::uint64_t key) {
         if (key != self->state.cfg.internal_key || self->state.stopping) return;
         self->state.queue->poll();
+        arm_tick(self);
+      },
+      [self](tick_atom, std::uint64_t key) {
+        if (key != self->state.cfg.internal_key) return;
+        self->state.tick_armed = false;
+        if (self->state.stopping) return;
+        self->state.queue->tick();
+        arm_tick(self);
       },
       [self](escalate_atom, std::uint64_t key, std::int64_t id) {
         if (key != self->state.cfg.internal_key || self->state.stopping) return;

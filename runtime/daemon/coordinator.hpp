@@ -2,7 +2,9 @@
 // supervises the child processes. It validates each submission in a worker actor of its own, so a
 // large schedule never delays `status`; it commits every status change to the store before acting
 // on it. It reaps its children when told to (loomd's main thread turns SIGCHLD into a reap
-// message), so an idle daemon does no work at all.
+// message), so an idle daemon does no work at all. It is also the head of the daemons that join
+// it (loomd --join): it keeps their list (host_table), monitors each, and starts and stops the
+// worker processes of multi-process runs through them.
 #pragma once
 
 #include <caf/all.hpp>
@@ -22,6 +24,7 @@ namespace loom::daemon {
 using reap_atom = caf::atom_constant<caf::atom("reap")>;      // a child may have exited
 using escalate_atom = caf::atom_constant<caf::atom("escalate")>;  // a cancelled run's grace is over
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using tick_atom = caf::atom_constant<caf::atom("qtick")>;     // multi-process runs: rank 0's port, stragglers
 
 struct daemon_settings {
   queue_settings queue;
@@ -33,6 +36,7 @@ struct daemon_settings {
 // stop with the reason the running experiments get). Publish it as daemon_actor: clients see only
 // that part (and the internal key keeps a peer from sending the rest).
 using coordinator_actor = daemon_actor::extend<caf::reacts_to<reap_atom, std::uint64_t>,
+                                               caf::reacts_to<tick_atom, std::uint64_t>,
                                                caf::reacts_to<escalate_atom, std::uint64_t, std::int64_t>,
                                                caf::replies_to<stop_atom, std::uint64_t, std::string>::with<bool>>;
 

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/daemon/host_protocol.hpp"
+
 namespace loom::daemon {
 
 // --- atoms (at most 10 characters) ---
@@ -44,6 +46,8 @@ struct submission {
   std::vector<std::string> overrides;   // "dotted.key=value", applied in order
   std::string schedule_main;            // name in `files` of the experiment's schedule file ("" if unknown)
   std::vector<bundle_file> files;       // the schedule file and every file it imports
+  std::int32_t procs = 0;               // > 0: one process per rank (must equal pp x ep), over the joined hosts
+  std::int32_t hosts = 0;               // with procs: how many hosts to spread them over (0: as many as there are)
 };
 
 // One experiment as the daemon tracks it. Times are Unix seconds; 0 means "not yet".
@@ -58,6 +62,8 @@ struct experiment_info {
   std::int64_t pid = 0;      // of the running child
   std::int32_t exit_code = -1;
   std::vector<std::string> overrides;
+  std::int32_t procs = 0;    // as submitted (0: every rank in one process)
+  std::int32_t hosts = 0;
 };
 
 struct submit_reply {
@@ -103,12 +109,12 @@ typename Inspector::result_type inspect(Inspector& f, bundle_file& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, submission& x) {
   return f(caf::meta::type_name("loom::submission"), x.experiment_name, x.experiment_text, x.overrides, x.schedule_main,
-           x.files);
+           x.files, x.procs, x.hosts);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, experiment_info& x) {
   return f(caf::meta::type_name("loom::experiment_info"), x.id, x.name, x.file, x.status, x.error, x.submitted_at,
-           x.started_at, x.finished_at, x.result_dir, x.pid, x.exit_code, x.overrides);
+           x.started_at, x.finished_at, x.result_dir, x.pid, x.exit_code, x.overrides, x.procs, x.hosts);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, submit_reply& x) {
@@ -131,14 +137,18 @@ typename Inspector::result_type inspect(Inspector& f, results_reply& x) {
   return f(caf::meta::type_name("loom::results_reply"), x.ok, x.error, x.info, x.report_json, x.timeline_svg, x.files);
 }
 
-// The daemon as clients see it. Arguments after the atom: the token, then the request's own.
-// An id of 0 in status means "every experiment".
+// The daemon as clients and joined daemons see it. Arguments after the atom: the token, then the
+// request's own. An id of 0 in status means "every experiment". host_join and worker_exit come
+// from daemons that joined this one (host_protocol.hpp); hosts lists them.
 using daemon_actor =
     caf::typed_actor<caf::replies_to<submit_atom, std::string, submission>::with<submit_reply>,
                      caf::replies_to<status_atom, std::string, std::int64_t>::with<status_reply>,
                      caf::replies_to<logs_atom, std::string, std::int64_t, std::uint64_t>::with<logs_reply>,
                      caf::replies_to<cancel_atom, std::string, std::int64_t>::with<basic_reply>,
-                     caf::replies_to<results_atom, std::string, std::int64_t>::with<results_reply>>;
+                     caf::replies_to<results_atom, std::string, std::int64_t>::with<results_reply>,
+                     caf::replies_to<hosts_atom, std::string>::with<hosts_reply>,
+                     caf::replies_to<host_join_atom, std::string, host_join_request>::with<host_join_reply>,
+                     caf::reacts_to<worker_exit_atom, std::string, worker_exit>>;
 
 // Adds every type above to a CAF configuration; call it on the client and on the daemon.
 void register_protocol_types(caf::actor_system_config& cfg);

@@ -9,6 +9,7 @@ expected<recovery_report> recover(store& db, const state_paths& paths, double no
   recovery_report out;
   // Kill first, then record: once a row says interrupted, nothing of it runs any more.
   out.killed = kill_leftovers(find_runs_under(paths.experiments + "/"));
+  out.killed += kill_leftovers(find_runs_under(paths.workers + "/"));  // workers this host ran for a head
   auto running = db.with_status("running");
   if (!running) return forward_error(running);
   const std::string reason = "the daemon stopped while it ran (restarted at " + format_time(now) + ")";

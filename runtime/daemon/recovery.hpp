@@ -1,7 +1,8 @@
 // What a daemon does on start, before it serves anything: ends what a previous daemon on the same
-// state left behind. Any `loom run` still running from STATE/experiments is killed (its whole
-// process group), and every experiment the store says is running becomes `interrupted`, with the
-// reason "the daemon stopped while it ran (restarted at TIME)". Queued experiments stay queued.
+// state left behind. Any `loom run` or `loom worker` still running from STATE/experiments or
+// STATE/workers is killed (its whole process group), and every experiment the store says is
+// running becomes `interrupted`, with the reason "the daemon stopped while it ran (restarted at
+// TIME)". Queued experiments stay queued.
 #pragma once
 
 #include <cstdint>

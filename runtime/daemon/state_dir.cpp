@@ -30,6 +30,7 @@ state_paths state_layout(const std::string& root) {
   p.endpoint = p.root + "/endpoint";
   p.lock = p.root + "/lock";
   p.experiments = p.root + "/experiments";
+  p.workers = p.root + "/workers";
   return p;
 }
 

@@ -3,6 +3,7 @@
 //   STATE/experiments.db       the store (SQLite)          STATE/token     the shared secret (0600)
 //   STATE/endpoint             "host:port" while it runs   STATE/lock      held by the running daemon
 //   STATE/experiments/ID/      experiment.toml, files/ (the schedule bundle), log, out/ (the results)
+//   STATE/workers/KEY/         a joined daemon's worker processes of the head's run KEY (rank-R.log)
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace loom::daemon {
 
 struct state_paths {
   std::string root;  // absolute
-  std::string db, token, endpoint, lock, experiments;
+  std::string db, token, endpoint, lock, experiments, workers;
   std::string experiment_dir(std::int64_t id) const;
 };
 state_paths state_layout(const std::string& root);

@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS experiments(
   finished_at REAL NOT NULL DEFAULT 0,
   result_dir TEXT NOT NULL DEFAULT '',
   pid INTEGER NOT NULL DEFAULT 0,
-  exit_code INTEGER NOT NULL DEFAULT -1);
+  exit_code INTEGER NOT NULL DEFAULT -1,
+  procs INTEGER NOT NULL DEFAULT 0,
+  hosts INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS experiments_by_status ON experiments(status, id);
 CREATE TABLE IF NOT EXISTS files(
   experiment INTEGER NOT NULL REFERENCES experiments(id),
@@ -69,7 +71,10 @@ CREATE TABLE IF NOT EXISTS files(
 )sql";
 
 constexpr const char* info_columns =
-    "id, name, file, status, error, submitted_at, started_at, finished_at, result_dir, pid, exit_code, overrides";
+    "id, name, file, status, error, submitted_at, started_at, finished_at, result_dir, pid, exit_code, overrides, procs, hosts";
+
+// Columns added after the first release of the store: a database made before them gets them.
+constexpr const char* added_columns[][2] = {{"procs", "INTEGER NOT NULL DEFAULT 0"}, {"hosts", "INTEGER NOT NULL DEFAULT 0"}};
 
 experiment_info read_info(const statement& s) {
   experiment_info x;
@@ -88,6 +93,8 @@ experiment_info read_info(const statement& s) {
   if (j.is_array())
     for (const auto& v : j)
       if (v.is_string()) x.overrides.push_back(v.get<std::string>());
+  x.procs = static_cast<std::int32_t>(s.integer(12));
+  x.hosts = static_cast<std::int32_t>(s.integer(13));
   return x;
 }
 
@@ -113,6 +120,16 @@ expected<std::unique_ptr<store>> store::open(const std::string& path) {
   // and of the machine.
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON", schema})
     if (auto ok = s->exec(sql); !ok) return unexpected(errc::io_error, path + ": " + ok.error().message);
+  for (const auto& [column, decl] : added_columns) {
+    {
+      statement q(db, "SELECT 1 FROM pragma_table_info('experiments') WHERE name = ?1");
+      if (!q.ok()) return unexpected(errc::io_error, path + ": " + q.failure("read the schema").value.message);
+      q.bind(1, std::string(column));
+      if (q.step() == SQLITE_ROW) continue;
+    }
+    const std::string sql = std::string("ALTER TABLE experiments ADD COLUMN ") + column + " " + decl;
+    if (auto ok = s->exec(sql.c_str()); !ok) return unexpected(errc::io_error, path + ": " + ok.error().message);
+  }
   return s;
 }
 
@@ -137,11 +154,12 @@ expected<std::int64_t> store::insert(const new_experiment& e) {
   std::int64_t id = 0;
   {
     statement s(db_,
-                "INSERT INTO experiments(name, file, experiment_text, overrides, schedule_main, status, submitted_at) "
-                "VALUES(?1, ?2, ?3, ?4, ?5, 'queued', ?6)");
+                "INSERT INTO experiments(name, file, experiment_text, overrides, schedule_main, status, submitted_at, procs, hosts) "
+                "VALUES(?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)");
     if (!s.ok()) return fail(s.failure("insert"));
     s.bind(1, e.name).bind(2, e.files.experiment_name).bind(3, e.files.experiment_text);
     s.bind(4, nlohmann::json(e.files.overrides).dump()).bind(5, e.files.schedule_main).bind(6, e.submitted_at);
+    s.bind(7, static_cast<std::int64_t>(e.files.procs)).bind(8, static_cast<std::int64_t>(e.files.hosts));
     if (s.step() != SQLITE_DONE) return fail(s.failure("insert"));
     id = sqlite3_last_insert_rowid(db_);
   }
@@ -177,7 +195,7 @@ expected<std::optional<experiment_info>> store::get(std::int64_t id) const {
 expected<submission> store::submitted(std::int64_t id) const {
   submission out;
   {
-    statement s(db_, "SELECT file, experiment_text, overrides, schedule_main FROM experiments WHERE id = ?1");
+    statement s(db_, "SELECT file, experiment_text, overrides, schedule_main, procs, hosts FROM experiments WHERE id = ?1");
     if (!s.ok()) return s.failure("read submission");
     s.bind(1, id);
     if (s.step() != SQLITE_ROW) return unexpected(errc::invalid_argument, "no experiment " + std::to_string(id));
@@ -188,6 +206,8 @@ expected<submission> store::submitted(std::int64_t id) const {
       for (const auto& v : j)
         if (v.is_string()) out.overrides.push_back(v.get<std::string>());
     out.schedule_main = s.text(3);
+    out.procs = static_cast<std::int32_t>(s.integer(4));
+    out.hosts = static_cast<std::int32_t>(s.integer(5));
   }
   statement s(db_, "SELECT name, contents FROM files WHERE experiment = ?1 ORDER BY name");
   if (!s.ok()) return s.failure("read files");

@@ -57,13 +57,14 @@ expected<pid_t> launch(const launch_spec& spec) {
   for (auto& e : env_s) envp.push_back(e.data());
   envp.push_back(nullptr);
 
-  int log = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int log = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (log < 0) return unexpected(errc::io_error, spec.log_path + ": cannot create the log: " + std::strerror(errno));
   int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null < 0) {
     ::close(log);
     return unexpected(errc::io_error, std::string("/dev/null: ") + std::strerror(errno));
   }
+  const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
@@ -82,6 +83,11 @@ expected<pid_t> launch(const launch_spec& spec) {
     ::dup2(log, 2);
     ::close_range(3, ~0u, 0);
     if (spec.nice != 0) (void)!::nice(spec.nice);
+    if (cwd && ::chdir(cwd) != 0) {
+      static const char msg[] = "loomd: cannot enter the run's folder\n";
+      (void)!::write(2, msg, sizeof msg - 1);
+      ::_exit(127);
+    }
     ::execve(argv[0], argv.data(), envp.data());
     static const char msg[] = "loomd: cannot execute the loom binary\n";
     (void)!::write(2, msg, sizeof msg - 1);
@@ -136,7 +142,15 @@ std::vector<pid_t> find_runs_under(const std::string& prefix) {
       args.push_back(cmd.substr(start, end - start));
       start = end + 1;
     }
-    if (args.size() >= 3 && args[1] == "run" && args[2].rfind(prefix, 0) == 0) out.push_back(pid);
+    if (args.size() < 2 || (args[1] != "run" && args[1] != "worker")) continue;
+    bool mine = false;
+    for (std::size_t i = 2; i < args.size() && !mine; ++i) mine = args[i].rfind(prefix, 0) == 0;
+    if (!mine) {
+      char buf[4096];
+      ssize_t len = ::readlink((std::string("/proc/") + n + "/cwd").c_str(), buf, sizeof buf - 1);
+      mine = len > 0 && (std::string(buf, static_cast<std::size_t>(len)) + "/").rfind(prefix, 0) == 0;
+    }
+    if (mine) out.push_back(pid);
   }
   ::closedir(d);
   return out;

@@ -16,7 +16,9 @@ namespace loom::daemon {
 struct launch_spec {
   std::string program;             // absolute path of the binary
   std::vector<std::string> args;   // argv[1..]
-  std::string log_path;            // created (truncated); stdout and stderr go there
+  std::string log_path;            // created (truncated); stdout and stderr go there, appending (so the
+                                   // daemon may add lines of its own while the child writes)
+  std::string cwd;                 // the child's working folder ("" : the daemon's)
   std::vector<std::string> env;    // "NAME=VALUE" added to (or replacing in) the daemon's environment
   int nice = 0;                    // added to the child's niceness (0: the daemon's own)
 };
@@ -35,8 +37,9 @@ std::optional<exit_status> poll_exit(pid_t pid);
 // Sends `sig` to the process group `pgid` (the child and everything it started).
 void signal_group(pid_t pgid, int sig);
 
-// Processes running `loom run FILE...` with FILE under `prefix` (left behind by a daemon that was
-// killed: they are not our children).
+// Processes running `loom run FILE...` or `loom worker ...` that belong under `prefix`: an argument
+// there (FILE) or their working folder there (left behind by a daemon that was killed: they are
+// not our children).
 std::vector<pid_t> find_runs_under(const std::string& prefix);
 // Kills them (their whole groups) with SIGKILL and waits up to `seconds` for them to be gone.
 int kill_leftovers(const std::vector<pid_t>& pids, double seconds = 5);
