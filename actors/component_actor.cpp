@@ -58,11 +58,8 @@ caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_re
     return rp;
   }
   std::vector<int> group(ctx.ep.ep);
-  std::vector<payload> outgoing(ctx.ep.ep);
-  for (int q = 0; q < ctx.ep.ep; ++q) {
-    group[q] = group_peer(ctx, q);
-    outgoing[q] = to_payload(std::move((*out)[q]));
-  }
+  for (int q = 0; q < ctx.ep.ep; ++q) group[q] = group_peer(ctx, q);
+  std::vector<payload> outgoing = std::move(*out);
   self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0});
   component_actor handle = self;
   ctx.net.all_to_all(group, exchange_tag(ctx, op), std::move(outgoing), [handle, index = op.index](expected<std::vector<payload>> got) {
@@ -139,10 +136,7 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
       [self](arrive_atom, std::int32_t index, std::vector<payload> data) {
         auto it = self->state.pending.find(index);
         if (it == self->state.pending.end()) return;
-        std::vector<model::block> blocks;
-        blocks.reserve(data.size());
-        for (auto& p : data) blocks.push_back(from_payload(std::move(p)));
-        auto status = exchange_in(*self->state.ctx, it->second.op, std::move(blocks));
+        auto status = exchange_in(*self->state.ctx, it->second.op, std::move(data));
         finish(self, index, std::move(status));
       },
       [self](arrive_atom, std::int32_t index, std::string error) {
@@ -161,6 +155,9 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
 }  // namespace
 
 component_actor spawn_component(caf::actor_system& sys, std::shared_ptr<rank_context> ctx, component_role role) {
+  // On the GPU a dispatch waits for its route plan's counts: such actors get a thread of their own
+  // rather than holding one of the scheduler's.
+  if (ctx->mode == backend::cuda) return sys.spawn<caf::detached>(component, std::move(ctx), role);
   return sys.spawn(component, std::move(ctx), role);
 }
 

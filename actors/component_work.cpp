@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "actors/cuda_backend.hpp"
 #include "kernels/model/edges.hpp"
 
 namespace loom::actors {
@@ -76,6 +77,7 @@ model::block from_payload(payload p) {
 
 expected<void> run_compute(rank_context& ctx, const op_request& op) {
   if (injected(ctx, op)) return unexpected(errc::internal, where(ctx, op) + ": injected fault");
+  if (ctx.mode == backend::cuda) return gpu_compute(ctx, op);
   chunk_run& run = ctx.run(op.chunk, op.microbatch);
   auto& params = *ctx.chunks[op.chunk].params;
   const int L = ctx.layers_per_chunk;
@@ -137,25 +139,35 @@ expected<void> run_compute(rank_context& ctx, const op_request& op) {
   return {};
 }
 
-expected<std::vector<model::block>> exchange_out(rank_context& ctx, const op_request& op) {
+expected<std::vector<payload>> exchange_out(rank_context& ctx, const op_request& op) {
   if (injected(ctx, op)) return unexpected(errc::internal, where(ctx, op) + ": injected fault");
+  if (ctx.mode == backend::cuda) return gpu_exchange_out(ctx, op);
   chunk_run& run = ctx.run(op.chunk, op.microbatch);
   auto& s = run.layers[op.layer];
   const auto lc = layer_of(ctx, op);
+  std::vector<model::block> blocks;
   try {
     switch (static_cast<op_kind>(op.kind)) {
-      case op_kind::dispatch_f: return model::dispatch_send(lc, s);
-      case op_kind::combine_f: return model::combine_send(lc, s);
-      case op_kind::combine_b: return model::combine_backward_send(lc, s);
-      case op_kind::dispatch_b: return model::dispatch_backward_send(lc, s);
+      case op_kind::dispatch_f: blocks = model::dispatch_send(lc, s); break;
+      case op_kind::combine_f: blocks = model::combine_send(lc, s); break;
+      case op_kind::combine_b: blocks = model::combine_backward_send(lc, s); break;
+      case op_kind::dispatch_b: blocks = model::dispatch_backward_send(lc, s); break;
       default: return unexpected(errc::internal, where(ctx, op) + ": not a communication op");
     }
   } catch (const std::exception& e) {
     return unexpected(errc::backend_error, where(ctx, op) + ": " + e.what());
   }
+  std::vector<payload> out;
+  out.reserve(blocks.size());
+  for (auto& b : blocks) out.push_back(to_payload(std::move(b)));
+  return out;
 }
 
-expected<void> exchange_in(rank_context& ctx, const op_request& op, std::vector<model::block> from) {
+expected<void> exchange_in(rank_context& ctx, const op_request& op, std::vector<payload> received) {
+  if (ctx.mode == backend::cuda) return gpu_exchange_in(ctx, op, std::move(received));
+  std::vector<model::block> from;
+  from.reserve(received.size());
+  for (auto& p : received) from.push_back(from_payload(std::move(p)));
   chunk_run& run = ctx.run(op.chunk, op.microbatch);
   auto& s = run.layers[op.layer];
   const auto lc = layer_of(ctx, op);

@@ -12,13 +12,14 @@
 
 namespace loom::actors {
 
-// Attention, MLP, embedding and head ops (forward, input and weight parts).
+// Attention, MLP, embedding and head ops (forward, input and weight parts). With the cuda backend
+// these enqueue on the GPU and return (actors/cuda_backend.hpp).
 expected<void> run_compute(rank_context& ctx, const op_request& op);
 
-// Dispatch and combine ops: blocks for each expert-parallel rank (index = ep rank), then the
-// blocks received from each.
-expected<std::vector<model::block>> exchange_out(rank_context& ctx, const op_request& op);
-expected<void> exchange_in(rank_context& ctx, const op_request& op, std::vector<model::block> from);
+// Dispatch and combine ops: the payload for each expert-parallel rank (index = ep rank), then the
+// payloads received from each.
+expected<std::vector<payload>> exchange_out(rank_context& ctx, const op_request& op);
+expected<void> exchange_in(rank_context& ctx, const op_request& op, std::vector<payload> from);
 
 // The transport tag of an op's exchange, the same on every rank of the group.
 tag exchange_tag(const rank_context& ctx, const op_request& op);

@@ -34,7 +34,8 @@ struct op_request {
   std::int32_t layer = 0;
   std::int32_t microbatch = 0;
   std::int32_t step = 0;
-  std::int32_t sms = 0;        // comm ops: SMs their kernels take from compute (timed backend)
+  std::int32_t sms = 0;        // comm ops: SMs their kernels take from compute (timed, cuda backends)
+  std::vector<std::int32_t> after;  // cuda backend: ops whose end events this op's stream waits on
 };
 
 struct op_result {
@@ -107,7 +108,7 @@ struct tensor_dump {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, op_request& x) {
-  return f(caf::meta::type_name("loom::op_request"), x.index, x.kind, x.chunk, x.layer, x.microbatch, x.step, x.sms);
+  return f(caf::meta::type_name("loom::op_request"), x.index, x.kind, x.chunk, x.layer, x.microbatch, x.step, x.sms, x.after);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, op_result& x) {

@@ -1,5 +1,7 @@
 #include "actors/rank_context.hpp"
 
+#include "actors/cuda_backend.hpp"
+
 namespace loom::actors {
 
 std::int64_t rank_context::now_ns() const {
@@ -23,6 +25,7 @@ void rank_context::release(int chunk, int microbatch) {
   if (it == store_.end()) return;
   gone = std::move(it->second);
   store_.erase(it);
+  if (gone->gpu) gpu_release(*this, *gone);
 }
 
 std::int64_t rank_context::held_bytes() {
@@ -32,6 +35,7 @@ std::int64_t rank_context::held_bytes() {
     for (const auto& l : run->layers) b += static_cast<std::int64_t>(l.bytes());
     b += static_cast<std::int64_t>((run->head.y.capacity() + run->head.hn.capacity() + run->head.dlogits.capacity() +
                                     run->head.dhn.capacity() + run->input_grad.capacity()) * sizeof(float));
+    b += gpu_bytes(*run);
   }
   return b;
 }

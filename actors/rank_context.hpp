@@ -21,7 +21,11 @@
 
 namespace loom::actors {
 
-enum class backend { cpu, timed };
+enum class backend { cpu, timed, cuda };
+
+// The GPU state of a rank and of one (chunk, microbatch), for the cuda backend (actors/cuda_backend.hpp).
+struct device_rank;
+struct device_run;
 
 // What a local chunk is: where it sits in the model and its parameters.
 struct chunk_info {
@@ -40,6 +44,7 @@ struct chunk_run {
   model::head_state head;
   model::token_batch tokens;     // this rank's share of the microbatch
   std::vector<float> input_grad; // the chunk input's gradient, to send backward
+  std::shared_ptr<device_run> gpu;  // cuda backend: all of the above lives here instead
 };
 
 // A fault to inject, for tests of failure handling: the op of this kind on this (chunk, microbatch)
@@ -63,6 +68,7 @@ struct rank_context {
   std::vector<chunk_info> chunks;
   transport net;
   backend mode = backend::cpu;
+  std::shared_ptr<device_rank> gpu;  // cuda backend
   std::optional<fault> inject;
 
   // Timed backend: the duration of each op kind (op_kind), in milliseconds, and the SMs of the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "actors/cuda_backend.hpp"
 #include "actors/expert_migration.hpp"
 #include "kernels/model/optimizer.hpp"
 
@@ -68,9 +69,13 @@ void fail_step(self_ptr self, const std::string& why) {
   st.step_promise.deliver(std::move(r));
 }
 
+void fail_step(self_ptr self, const std::string& why);
+
 void finish_step(self_ptr self) {
   auto& st = self->state;
   auto& ctx = ctx_of(self);
+  if (ctx.mode == backend::cuda)  // the one wait for the GPU in a step
+    if (auto ok = gpu_end_step(ctx, st.timings); !ok) return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
   st.active = false;
   step_report r;
   r.rank = ctx.global_rank;
@@ -105,7 +110,11 @@ void complete(self_ptr self, int i, std::int64_t start_ns, std::int64_t end_ns) 
     send_now(self, send);
   }
   auto& ctx = ctx_of(self);
-  if (ctx.mode != backend::timed)
+  if (ctx.mode == backend::cuda) {
+    for (const auto& h : st.setup.program->handovers[o.action])
+      if (auto ok = gpu_handover(ctx, h, st.setup.program->action_ops[o.action]); !ok)
+        return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
+  } else if (ctx.mode != backend::timed)
     for (const auto& h : st.setup.program->handovers[o.action]) {
       chunk_run& from = ctx.run(h.from_chunk, h.microbatch);
       chunk_run& to = ctx.run(h.to_chunk, h.microbatch);
@@ -121,7 +130,12 @@ void send_now(self_ptr self, int i) {
   auto& ctx = ctx_of(self);
   const program_op& o = op_at(self, i);
   payload p;
-  if (ctx.mode != backend::timed) {
+  if (ctx.mode == backend::cuda) {
+    auto out = gpu_pipeline_out(ctx, o.chunk, o.microbatch, o.net_tag.kind != traffic::pipeline_activation,
+                                self->state.setup.program->action_ops[o.action]);
+    if (!out) return fail_step(self, rank_name(ctx) + ": " + out.error().message);
+    p = std::move(*out);
+  } else if (ctx.mode != backend::timed) {
     chunk_run& run = ctx.run(o.chunk, o.microbatch);
     if (o.net_tag.kind == traffic::pipeline_activation) p.f = std::move(run.layers.back().y);
     else p.f = std::move(run.input_grad);
@@ -141,7 +155,10 @@ void issue(self_ptr self, int s, int i) {
   auto& ctx = ctx_of(self);
   const program_op& o = op_at(self, i);
   st.running[s] = i;
-  op_request req{i, static_cast<std::uint8_t>(o.kind), o.chunk, o.layer, o.microbatch, ctx.step, o.sms};
+  op_request req{i, static_cast<std::uint8_t>(o.kind), o.chunk, o.layer, o.microbatch, ctx.step, o.sms, {}};
+  if (ctx.mode == backend::cuda)  // the GPU orders the op after the component ops it depends on
+    for (int d : o.deps)
+      if (op_at(self, d).kind != op_kind::recv && op_at(self, d).kind != op_kind::send) req.after.push_back(d);
   auto target = st.setup.components[o.chunk][static_cast<int>(role_of(o.kind))];
   self->request(target, caf::infinite, exec_atom::value, req)
       .then(
@@ -185,6 +202,8 @@ void start_step(self_ptr self, std::int32_t step) {
   ctx.begin_step(step);
   st.active = true;
   st.failed = false;
+  if (ctx.mode == backend::cuda)
+    if (auto ok = gpu_begin_step(ctx); !ok) return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
   st.waiting.assign(prog.ops.size(), 0);
   st.done.assign(prog.ops.size(), 0);
   for (std::size_t i = 0; i < prog.ops.size(); ++i) st.waiting[i] = static_cast<int>(prog.ops[i].deps.size());
@@ -357,6 +376,11 @@ void apply_update(self_ptr self, const apply_request& req) {
 void finish_migrate(self_ptr self) {
   auto& st = self->state;
   finish_migration(ctx_of(self), st.moving);
+  if (ctx_of(self).mode == backend::cuda)  // the experts' new homes and tensors go up to the GPU
+    if (auto ok = gpu_upload(ctx_of(self)); !ok) {
+      st.moved.ok = false;
+      st.moved.error = rank_name(ctx_of(self)) + ": " + ok.error().message;
+    }
   st.sync_groups = build_sync_plan(ctx_of(self), st.setup.stage_holders);  // experts moved: new holders
   st.migrate_promise.deliver(std::move(st.moved));
 }
@@ -433,7 +457,10 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
         if (!st.active || st.done[i]) return;
         auto& ctx = ctx_of(self);
         const program_op& o = op_at(self, i);
-        if (ctx.mode != backend::timed) {
+        if (ctx.mode == backend::cuda) {
+          if (auto ok = gpu_pipeline_in(ctx, o.chunk, o.microbatch, o.net_tag.kind != traffic::pipeline_activation, std::move(p)); !ok)
+            return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
+        } else if (ctx.mode != backend::timed) {
           chunk_run& run = ctx.run(o.chunk, o.microbatch);
           if (o.net_tag.kind == traffic::pipeline_activation) run.layers.front().x = std::move(p.f);
           else run.layers.back().dy = std::move(p.f);
@@ -482,8 +509,12 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
         st.moved.error = rank_name(ctx_of(self)) + ": expert migration from rank " + std::to_string(from) + " failed: " + error;
         st.migrate_promise.deliver(std::move(st.moved));
       },
-      [self](apply_atom, apply_request req) {
+      [self](apply_atom, apply_request req) -> caf::result<bool> {
         apply_update(self, req);
+        auto& ctx = ctx_of(self);
+        if (ctx.mode == backend::cuda)  // the new values go up to the GPU
+          if (auto ok = gpu_upload(ctx); !ok)
+            return caf::make_error(caf::sec::runtime_error, rank_name(ctx) + ": " + ok.error().message);
         return true;
       },
       [self](status_atom) {

@@ -24,7 +24,11 @@ struct payload {
   std::vector<float> f;
   std::vector<double> d;
   std::vector<std::int32_t> i;
-  std::size_t bytes() const { return f.size() * 4 + d.size() * 8 + i.size() * 4; }
+  // Rows in GPU memory (the cuda backend's device_block): only the `local` transport carries them,
+  // between virtual ranks of one process.
+  std::shared_ptr<void> device;
+  std::size_t device_bytes = 0;
+  std::size_t bytes() const { return f.size() * 4 + d.size() * 8 + i.size() * 4 + device_bytes; }
 };
 
 // Identifies one message between two ranks within a step; both sides build it from the same facts.

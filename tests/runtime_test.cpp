@@ -10,6 +10,7 @@
 
 #include "dsl/experiment_file.hpp"
 #include "dsl/load.hpp"
+#include "kernels/gpu_probe.hpp"
 #include "kernels/model/reference_trainer.hpp"
 #include "runtime/exec/report_writer.hpp"
 #include "runtime/exec/run.hpp"
@@ -252,6 +253,27 @@ BOOST_AUTO_TEST_CASE(impossible_shapes_are_refused_before_anything_runs) {
   auto r2 = exec::run_experiment(mismatch.e, mismatch.s.sched);
   BOOST_TEST_REQUIRE(!r2.has_value());
   BOOST_TEST(r2.error().message.find("parallel.pp = 4") != std::string::npos, r2.error().message);
+}
+
+// The cuda backend's shape rules are checked before any GPU is touched, so they hold on any machine;
+// without a usable GPU (or without CUDA in the build) a cuda run fails with the reason, never a crash.
+BOOST_AUTO_TEST_CASE(the_cuda_backend_refuses_shapes_its_kernels_cannot_take) {
+  auto odd_head = prepare(experiment_text("1f1b", 2, 1), {"backend=\"cuda\""});  // hidden 32 / 2 heads = 16
+  auto r = exec::run_experiment(odd_head.e, odd_head.s.sched);
+  BOOST_TEST_REQUIRE(!r.has_value());
+  BOOST_TEST(r.error().message.find("model.hidden / model.heads = 64 or 128 (it is 16)") != std::string::npos,
+             r.error().message);
+  auto odd_ffn = prepare(experiment_text("1f1b", 2, 1), {"backend=\"cuda\"", "model.hidden=128", "model.expert_ffn=36"});
+  auto r2 = exec::run_experiment(odd_ffn.e, odd_ffn.s.sched);
+  BOOST_TEST_REQUIRE(!r2.has_value());
+  BOOST_TEST(r2.error().message.find("model.expert_ffn to be a multiple of 8 (it is 36)") != std::string::npos,
+             r2.error().message);
+  if (!kernels::list_gpus()) {
+    auto fits = prepare(experiment_text("1f1b", 2, 1), {"backend=\"cuda\"", "model.hidden=128"});
+    auto r3 = exec::run_experiment(fits.e, fits.s.sched);
+    BOOST_TEST_REQUIRE(!r3.has_value());
+    BOOST_TEST(r3.error().code == errc::unavailable, r3.error().message);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_schedule_that_rejects_the_microbatch_count_is_refused) {

@@ -1,5 +1,7 @@
 #include "runtime/exec/run.hpp"
 
+#include "actors/cuda_backend.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -42,7 +44,16 @@ expected<void> check_experiment(const experiment& e, const schedule::schedule& s
     return refuse(e, "model.experts is not divisible by parallel.ep");
   if (e.microbatch_size % e.ep != 0) return refuse(e, "batch.microbatch_size is not divisible by parallel.ep");
   if (e.model.top_k > e.model.experts) return refuse(e, "model.top_k exceeds model.experts");
-  if (e.backend == backend_kind::cuda) return unexpected(errc::unavailable, "the cuda backend is not part of this build's embedded runner");
+  if (e.backend == backend_kind::cuda) {
+    // What the GPU kernels take (kernels/cuda/attention.hpp, grouped_gemm.hpp): tensor-core tiles.
+    const int head_dim = e.model.hidden / e.model.heads;
+    if (head_dim != 64 && head_dim != 128)
+      return refuse(e, "the cuda backend needs model.hidden / model.heads = 64 or 128 (it is " + std::to_string(head_dim) + ")");
+    for (auto [name, v] : {std::pair{"model.hidden", e.model.hidden}, std::pair{"model.expert_ffn", e.model.expert_ffn},
+                           std::pair{"model.shared_ffn", e.model.shared_ffn}, std::pair{"model.vocab", e.model.vocab},
+                           std::pair{"model.experts", e.model.experts}})
+      if (v % 8 != 0) return refuse(e, std::string("the cuda backend needs ") + name + " to be a multiple of 8 (it is " + std::to_string(v) + ")");
+  }
   if (e.backend == backend_kind::timed && !e.have_costs)
     return refuse(e, "the timed backend needs a [costs] table (milliseconds per component and layer)");
   return {};
@@ -63,9 +74,21 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
   runtime_config cfg(threads);
   caf::actor_system sys{cfg};
 
+  // The cuda backend: every virtual rank on GPU 0 of this process.
+  std::shared_ptr<actors::device_gpu> gpu;
+  if (e.backend == backend_kind::cuda) {
+    auto opened = actors::open_gpu(0);
+    if (!opened) return unexpected(opened.error());
+    gpu = std::move(*opened);
+  }
   std::vector<spawned_rank> ranks;
-  for (int g = 0; g < plan->world; ++g)
-    ranks.push_back(spawn_rank(sys, *plan, make_rank_context(*plan, g, transport::local_handle(net, g), opt.fault)));
+  for (int g = 0; g < plan->world; ++g) {
+    auto ctx = make_rank_context(*plan, g, transport::local_handle(net, g), opt.fault);
+    if (gpu)
+      if (auto ok = actors::attach_gpu(*ctx, gpu, static_cast<int>(plan->lowered.ranks[ctx->pipeline_rank].ops.size())); !ok)
+        return unexpected(ok.error());
+    ranks.push_back(spawn_rank(sys, *plan, std::move(ctx)));
+  }
   auto cs = make_coordinator_setup(*plan, ranks, opt.on_step);
   cs.on_abort = [net](const loom::error& why) { transport::local_handle(net, 0).abort(why); };
   auto coord = actors::spawn_coordinator(sys, std::move(cs));

@@ -90,7 +90,9 @@ std::shared_ptr<actors::rank_context> make_rank_context(const run_plan& p, int r
   ctx->seed = e.seed;
   ctx->total_tokens = p.total_tokens;
   ctx->net = std::move(net);
-  ctx->mode = e.backend == backend_kind::timed ? actors::backend::timed : actors::backend::cpu;
+  ctx->mode = e.backend == backend_kind::timed  ? actors::backend::timed
+              : e.backend == backend_kind::cuda ? actors::backend::cuda
+                                                : actors::backend::cpu;
   ctx->timed_ms = timed_costs(e.costs);
   ctx->sms_total = e.costs.sms_total;
   for (const auto& ref : p.s->placement[r]) {

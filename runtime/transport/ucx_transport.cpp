@@ -371,6 +371,9 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
     if (peer < 0 || peer >= s.world) return unexpected(errc::transport_error, "ucx transport: no rank " + std::to_string(peer));
     if (s.lost[peer]) return unexpected(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable");
   }
+  if (data.device)
+    return unexpected(errc::transport_error,
+                      "the ucx transport moves host memory; GPU runs over several processes need the nccl transport");
   if (peer == self) {  // to ourselves: no network
     s.deliver(self, tag & tag_mask, std::move(data));
     return {};

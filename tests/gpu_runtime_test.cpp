@@ -1,0 +1,100 @@
+// The actor runtime on the GPU (backend = "cuda"): the same experiment trains to the CPU backend's
+// numbers within bf16 rounding, whatever the schedule, and the ops' timings are GPU times.
+// Skipped, with the reason, where no GPU is usable; runtime_tests cover the CPU side of the same logic.
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "dsl/experiment_file.hpp"
+#include "dsl/load.hpp"
+#include "runtime/exec/run.hpp"
+#include "tests/gpu_test_support.hpp"
+
+using namespace loom;
+
+namespace {
+
+const std::string source_dir = LOOM_SOURCE_DIR;
+
+// 8 layers over 4 pipeline ranks x 2 expert-parallel ranks, 8 microbatches of 4 sequences of 64 tokens.
+std::string experiment_text(const std::string& schedule, const std::string& backend, int hidden, int steps = 3) {
+  std::ostringstream s;
+  s << "name = \"gpu-equivalence\"\nseed = 5\nsteps = " << steps << "\nbackend = \"" << backend << "\"\n"
+    << "[model]\nhidden = " << hidden << "\nheads = 2\nlayers = 8\nexperts = 8\ntop_k = 2\nexpert_ffn = 64\n"
+    << "shared_ffn = 64\nvocab = 256\nseq_len = 64\n[batch]\nmicrobatch_size = 4\n[parallel]\npp = 4\nep = 2\n"
+    << "[schedule]\nfile = \"" << source_dir << "/schedules/" << schedule << ".sched\"\nmicrobatches = 8\n"
+    << "[optimizer]\nlr = 0.003\n";
+  return s.str();
+}
+
+exec::run_result run(const std::string& schedule, const std::string& backend, int hidden) {
+  auto e = dsl::parse_experiment(experiment_text(schedule, backend, hidden), "gpu.toml", ".", {});
+  BOOST_TEST_REQUIRE(e.has_value(), (e ? "" : e.error().message));
+  dsl::load_request req;
+  req.path = e->schedule_file;
+  for (const auto& [k, v] : e->schedule_params) req.set[k] = v;
+  auto s = dsl::load_schedule(req);
+  BOOST_TEST_REQUIRE(s.has_value(), (s ? "" : s.error().message));
+  auto r = exec::run_experiment(*e, s->sched);
+  BOOST_TEST_REQUIRE(r.has_value(), (r ? "" : r.error().message));
+  BOOST_TEST_REQUIRE(r->ok, r->error);
+  return std::move(*r);
+}
+
+double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(gpu_runtime, *boost::unit_test::precondition(test::gpu_present))
+
+// bf16 operands against the CPU's fp32: losses agree to about 1%, gradient norms to a few percent;
+// a schedule changes when work runs, so two schedules on the GPU agree more closely still.
+BOOST_AUTO_TEST_CASE(the_gpu_trains_to_the_cpu_numbers_for_every_schedule) {
+  for (int hidden : {128, 256}) {  // head_dim 64 and 128
+    const auto reference = run("1f1b", "cpu", hidden);
+    std::vector<double> first_gpu_loss;
+    for (const std::string schedule : {"1f1b", "dualpipe", "dualpipev", "zb-h1"}) {
+      if (hidden == 256 && schedule != "dualpipe") continue;  // one schedule suffices for head_dim 128
+      BOOST_TEST_CONTEXT(schedule << " hidden=" << hidden) {
+        const auto gpu = run(schedule, "cuda", hidden);
+        BOOST_TEST_REQUIRE(gpu.loss.size() == reference.loss.size());
+        for (std::size_t i = 0; i < gpu.loss.size(); ++i) {
+          BOOST_TEST(std::isfinite(gpu.loss[i]));
+          BOOST_TEST(relative(gpu.loss[i], reference.loss[i]) < 2e-2, "step " << i << ": gpu " << gpu.loss[i] << " cpu " << reference.loss[i]);
+          BOOST_TEST(relative(gpu.grad_norm[i], reference.grad_norm[i]) < 8e-2,
+                     "step " << i << ": gpu " << gpu.grad_norm[i] << " cpu " << reference.grad_norm[i]);
+        }
+        BOOST_TEST(gpu.loss.back() < gpu.loss.front(), "the loss does not fall");
+        if (first_gpu_loss.empty()) {
+          first_gpu_loss = gpu.loss;
+        } else {
+          for (std::size_t i = 0; i < gpu.loss.size(); ++i)
+            BOOST_TEST(relative(gpu.loss[i], first_gpu_loss[i]) < 5e-3, "step " << i << " differs between schedules");
+        }
+      }
+    }
+  }
+}
+
+// Every op carries a GPU time: start and end events of its kernels, inside the step.
+BOOST_AUTO_TEST_CASE(ops_are_timed_on_the_gpu) {
+  const auto r = run("dualpipe", "cuda", 128);
+  BOOST_TEST_REQUIRE(!r.outcome.steps.empty());
+  const auto& step = r.outcome.steps.back();
+  BOOST_TEST_REQUIRE(step.ranks.size() == 8u);
+  std::size_t timed = 0;
+  for (const auto& rank : step.ranks) {
+    BOOST_TEST(!rank.ops.empty(), "rank " << rank.rank << " reports no op");
+    for (const auto& op : rank.ops) {
+      BOOST_TEST(op.end_ns >= op.start_ns, "rank " << rank.rank << " op " << op.index);
+      BOOST_TEST(op.start_ns >= 0);
+      BOOST_TEST(op.end_ns <= step.wall_ns + step.wall_ns / 20 + 5'000'000, "rank " << rank.rank << " op " << op.index << " ends after the step");
+      timed += op.end_ns > op.start_ns;
+    }
+  }
+  BOOST_TEST(timed > 0u, "no op took any GPU time");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
