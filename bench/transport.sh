@@ -30,6 +30,8 @@ perftest_final() {  # TLS TEST SIZE ITERS
   wait $server || true
 }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "nan" }'; }
+
 printf '%-6s %-10s %-10s %14s %14s %7s\n' tls test size ucx_perftest loom ratio
 for tls in "${tls_list[@]}"; do
   # loom: every size in one run of two processes.
@@ -40,12 +42,12 @@ for tls in "${tls_list[@]}"; do
     if (( size <= 8192 )); then
       # Final: iterations, latency typical/avg/overall (us), bandwidth avg/overall (MB/s), rate avg/overall.
       peer=$(perftest_final "$tls" tag_lat "$size" 20000 | awk '{print $4}')
-      printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" latency "$size" "$peer" "$ours" "$(echo "$ours / $peer" | bc -l)"
+      printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" latency "$size" "$peer" "$ours" "$(ratio "$ours" "$peer")"
     else
       iters=$(( (1 << 30) / size )); (( iters >= 16 )) || iters=16
       # ucx_perftest's MB is 2^20 bytes; transport_bench prints 10^6 bytes per second.
       peer=$(perftest_final "$tls" tag_bw "$size" "$iters" | awk '{printf "%.1f", $7 * 1048576 / 1e6}')
-      printf '%-6s %-10s %-10s %9.0f MB/s %9.0f MB/s %6.2fx\n' "$tls" bandwidth "$((size / mib))MiB" "$peer" "$ours" "$(echo "$ours / $peer" | bc -l)"
+      printf '%-6s %-10s %-10s %9.0f MB/s %9.0f MB/s %6.2fx\n' "$tls" bandwidth "$((size / mib))MiB" "$peer" "$ours" "$(ratio "$ours" "$peer")"
     fi
   done
 done
