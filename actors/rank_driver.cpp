@@ -14,6 +14,10 @@ namespace {
 struct sync_progress {
   int missing = 0;                       // payloads still to arrive for this group
   std::vector<std::vector<double>> parts;  // root: per member, the member's contribution
+  // A buffer that came back to this rank in the last step, kept (with its pages) for the next local
+  // sum: the gradients of a group run to hundreds of MB, and a fresh buffer each step costs more in
+  // page faults than the sum itself.
+  std::vector<double> spare;
 };
 
 struct driver_state {
@@ -231,9 +235,12 @@ void start_step(self_ptr self, std::int32_t step) {
 // --- gradient sums ---------------------------------------------------------------------------------
 
 // This rank's contribution to a group: its copies of each tensor summed in chunk order, concatenated.
-std::vector<double> local_sum(self_ptr self, const sync_group& g) {
+std::vector<double> local_sum(self_ptr self, const sync_group& g, std::vector<double> out) {
   auto& ctx = ctx_of(self);
-  std::vector<double> out;
+  std::size_t total = 0;
+  for (const auto& copies : g.tensors) total += ctx.chunks[copies[0].first].params->at(copies[0].second).grad.size();
+  out.clear();
+  out.reserve(total);  // gradients run to hundreds of MB: one allocation, no regrowth
   for (const auto& copies : g.tensors) {
     const auto& first = ctx.chunks[copies[0].first].params->at(copies[0].second).grad;
     std::size_t at = out.size();
@@ -244,6 +251,25 @@ std::vector<double> local_sum(self_ptr self, const sync_group& g) {
     }
   }
   return out;
+}
+
+// A group held by this rank alone: the copies of each tensor (an expert's redundant slots, a tensor
+// of both V-shaped chunks) are summed in place, in copy order, as local_sum would; a tensor with one
+// copy is left alone. Most groups are of this kind, and this spares copying them out and back.
+void sum_in_place(self_ptr self, const sync_group& g) {
+  auto& ctx = ctx_of(self);
+  for (const auto& copies : g.tensors) {
+    if (copies.size() < 2) continue;
+    auto& first = ctx.chunks[copies[0].first].params->at(copies[0].second).grad;
+    for (std::size_t c = 1; c < copies.size(); ++c) {
+      const auto& more = ctx.chunks[copies[c].first].params->at(copies[c].second).grad;
+      for (std::size_t k = 0; k < more.size(); ++k) first[k] += more[k];
+    }
+    for (std::size_t c = 1; c < copies.size(); ++c) {
+      auto& other = ctx.chunks[copies[c].first].params->at(copies[c].second).grad;
+      std::copy(first.begin(), first.end(), other.begin());
+    }
+  }
 }
 
 void write_back(self_ptr self, const sync_group& g, const std::vector<double>& sum) {
@@ -285,17 +311,18 @@ void start_sync(self_ptr self) {
   auto& st = self->state;
   auto& ctx = ctx_of(self);
   const auto& groups = st.sync_groups.groups;
-  st.sync.assign(groups.size(), {});
+  st.sync.resize(groups.size());  // keeps the spare buffers; the plan changes only with the placement
   st.sync_left = static_cast<int>(groups.size()) + 1;  // +1 so nothing finishes before all are started
   rank_actor handle = self;
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     const auto& g = groups[gi];
-    std::vector<double> mine = local_sum(self, g);
     if (g.members.size() == 1) {
-      write_back(self, g, mine);
+      sum_in_place(self, g);
       group_done(self);
       continue;
     }
+    st.sync[gi].missing = 0;
+    std::vector<double> mine = local_sum(self, g, std::move(st.sync[gi].spare));
     const bool root = g.members.front() == ctx.global_rank;
     auto receive_from = [&](int peer) {
       ctx.net.receive(peer, sync_tag(g.channel.at(peer)), [handle, gi, peer](expected<payload> p) {
@@ -329,6 +356,7 @@ void on_sync_payload(self_ptr self, std::size_t gi, int from, payload p) {
   auto& prog = st.sync[gi];
   if (g.members.front() != ctx.global_rank) {  // the sum came back
     write_back(self, g, p.d);
+    prog.spare = std::move(p.d);
     group_done(self);
     return;
   }
@@ -338,10 +366,12 @@ void on_sync_payload(self_ptr self, std::size_t gi, int from, payload p) {
   std::vector<double> sum = std::move(prog.parts[0]);  // members in ascending order: a fixed sum order
   for (std::size_t k = 1; k < prog.parts.size(); ++k)
     for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += prog.parts[k][i];
+  prog.spare = std::move(prog.parts[1]);
   write_back(self, g, sum);
   for (std::size_t k = 1; k < g.members.size(); ++k) {
     payload out;
-    out.d = sum;
+    if (k + 1 == g.members.size()) out.d = std::move(sum);  // the last member takes the buffer itself
+    else out.d = sum;
     if (auto sent = ctx.net.send(g.members[k], sync_tag(g.channel.at(g.members[k])), std::move(out)); !sent) {
       st.sync_promise.deliver(sync_report{ctx.global_rank, false, sent.error().message, 0});
       return;
@@ -452,7 +482,7 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
         start_step(self, step);
         return st.step_promise;
       },
-      [self](arrive_atom, std::int32_t i, std::int32_t, payload p) {
+      [self](arrive_atom, std::int32_t i, std::int32_t, payload& p) {
         auto& st = self->state;
         if (!st.active || st.done[i]) return;
         auto& ctx = ctx_of(self);
@@ -479,7 +509,8 @@ rank_actor::behavior_type driver(self_ptr self, driver_setup setup) {
         start_sync(self);
         return self->state.sync_promise;
       },
-      [self](sync_atom, std::int32_t group, std::int32_t from, payload p) { on_sync_payload(self, group, from, std::move(p)); },
+      // payload& (not a copy): the message is ours alone, so CAF hands over its content without copying it.
+      [self](sync_atom, std::int32_t group, std::int32_t from, payload& p) { on_sync_payload(self, group, from, std::move(p)); },
       [self](sync_atom, std::int32_t, std::int32_t from, std::string error) {
         auto& ctx = ctx_of(self);
         self->state.sync_promise.deliver(sync_report{ctx.global_rank, false,

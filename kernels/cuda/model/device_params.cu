@@ -122,13 +122,28 @@ expected<device_params> device_params::create(device_pool& pool, const loom::mod
   return p;
 }
 
+expected<void*> device_params::staging(std::size_t bytes) {
+  if (bytes <= staging_bytes_) return staging_.get();
+  staging_.reset();
+  staging_bytes_ = 0;
+  void* p = nullptr;
+  if (auto ok = check(cudaMallocHost(&p, bytes), "allocating page-locked staging memory"); !ok) return forward_error(ok);
+  staging_.reset(p);
+  staging_bytes_ = bytes;
+  return p;
+}
+
 expected<void> device_params::upload(const loom::model::param_set& host, const std::vector<loom::model::slot_map>& slots,
                                      cudaStream_t stream) {
-  std::vector<std::uint16_t> bf16;
-  std::vector<float> fp32;
   for (auto& t : layout(shape_, host, layers_, edges_)) {
-    if (t.fp32) fp32.assign(t.elements, 0.f);
-    else bf16.assign(t.elements, 0);
+    const std::size_t bytes = t.elements * (t.fp32 ? 4 : 2);
+    auto buffer = staging(bytes);
+    if (!buffer) return forward_error(buffer);
+    // The staging buffer is reused by the next tensor: the previous copy must be done with it.
+    if (auto ok = check(cudaStreamSynchronize(stream), "uploading parameters"); !ok) return ok;
+    auto* fp32 = static_cast<float*>(*buffer);
+    auto* bf16 = static_cast<std::uint16_t*>(*buffer);
+    std::memset(*buffer, 0, bytes);  // padding between parts stays zero
     for (const auto& part : t.parts) {
       const auto& v = host.at(part.host).value;
       for (int r = 0; r < part.rows; ++r)
@@ -139,10 +154,7 @@ expected<void> device_params::upload(const loom::model::param_set& host, const s
           else bf16[at] = to_bf16_bits(x);
         }
     }
-    const void* src = t.fp32 ? static_cast<const void*>(fp32.data()) : static_cast<const void*>(bf16.data());
-    // Pageable memory: the call returns once the data is staged, so the vectors can be refilled.
-    if (auto ok = check(cudaMemcpyAsync(t.value->get()->data(), src, t.elements * (t.fp32 ? 4 : 2), cudaMemcpyHostToDevice, stream),
-                        "uploading parameters");
+    if (auto ok = check(cudaMemcpyAsync(t.value->get()->data(), *buffer, bytes, cudaMemcpyHostToDevice, stream), "uploading parameters");
         !ok)
       return ok;
   }
@@ -152,11 +164,12 @@ expected<void> device_params::upload(const loom::model::param_set& host, const s
 }
 
 expected<void> device_params::download_grads(loom::model::param_set& host, cudaStream_t stream) {
-  std::vector<float> g;
   for (auto& t : layout(shape_, host, layers_, edges_)) {
     if (!t.grad) continue;
-    g.resize(t.elements);
-    if (auto ok = check(cudaMemcpyAsync(g.data(), t.grad->get()->data(), t.elements * 4, cudaMemcpyDeviceToHost, stream),
+    auto buffer = staging(t.elements * 4);
+    if (!buffer) return forward_error(buffer);
+    const auto* g = static_cast<const float*>(*buffer);
+    if (auto ok = check(cudaMemcpyAsync(*buffer, t.grad->get()->data(), t.elements * 4, cudaMemcpyDeviceToHost, stream),
                         "downloading gradients");
         !ok)
       return ok;
@@ -168,7 +181,7 @@ expected<void> device_params::download_grads(loom::model::param_set& host, cudaS
         for (int c = 0; c < part.cols; ++c) dst[std::size_t(r) * part.cols + c] += g[part.offset + std::size_t(r) * part.ld + part.col + c];
     }
   }
-  return {};
+  return check(cudaStreamSynchronize(stream), "zeroing gradients");
 }
 
 std::size_t device_params::bytes() const {

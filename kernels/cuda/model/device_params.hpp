@@ -10,6 +10,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <memory>
 #include <vector>
 
 #include "kernels/cuda/model/device_memory.hpp"
@@ -50,6 +51,15 @@ class device_params {
   std::size_t bytes() const;
 
  private:
+  // Page-locked host memory the copies go through, kept from step to step: the transfers run at full
+  // PCIe rate and no step pays page faults for fresh buffers. Grown to the largest tensor on demand.
+  struct host_free {
+    void operator()(void* p) const { cudaFreeHost(p); }
+  };
+  expected<void*> staging(std::size_t bytes);
+  std::unique_ptr<void, host_free> staging_;
+  std::size_t staging_bytes_ = 0;
+
   device_pool* pool_ = nullptr;
   loom::model::model_shape shape_;
   std::vector<device_layer_params> layers_;
