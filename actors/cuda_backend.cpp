@@ -118,6 +118,7 @@ gm::layer_call call_of(rank_context& ctx, const op_request& op, component_lane& 
   lc.pool = &g.gpu->pool;
   lc.gemm = lane.gemm.get();
   lc.stream = lane.stream;
+  lc.max_blocks = op.sms;  // the overlap recipe's SM budget for comm ops (0 for compute ops: no limit)
   lc.load = gm::ptr<float>(g.load) + (static_cast<std::size_t>(op.chunk) * ctx.layers_per_chunk + op.layer) * ctx.shape.experts;
   return lc;
 }

@@ -274,7 +274,7 @@ expected<std::vector<device_block>> dispatch_send(const layer_call& c, device_la
     return forward_error(e);
   dtensor rows;
   if (auto e = alloc_bf16(c, rows, n_of(copies, d)); !e) return forward_error(e);
-  if (auto e = permute_rows(b16(s.u), d, plan_of(s), copies, b16(rows), c.stream); !e) return forward_error(e);
+  if (auto e = permute_rows(b16(s.u), d, plan_of(s), copies, b16(rows), c.stream, c.max_blocks); !e) return forward_error(e);
   if (auto e = check(cudaStreamSynchronize(c.stream), "reading the route plan"); !e) return forward_error(e);
   s.send_offsets.resize(c.ep + 1);
   for (int q = 0; q <= c.ep; ++q) s.send_offsets[q] = s.slot_offsets[n_of(q, local)];
@@ -360,7 +360,7 @@ expected<void> combine_receive(const layer_call& c, device_layer_state& s, std::
   s.expert_out = std::move(*joined);
   if (auto e = alloc_bf16(c, s.y, n_of(T, d)); !e) return e;
   if (auto e = check(cudaMemcpyAsync(b16(s.y), b16(s.h), n_of(T, d) * 2, cudaMemcpyDeviceToDevice, c.stream), "residual"); !e) return e;
-  if (auto e = unpermute_weighted_sum(b16(s.expert_out), d, plan_of(s), f32(s.topk_w), m.top_k, T, b16(s.y), true, c.stream); !e)
+  if (auto e = unpermute_weighted_sum(b16(s.expert_out), d, plan_of(s), f32(s.topk_w), m.top_k, T, b16(s.y), true, c.stream, c.max_blocks); !e)
     return e;
   if (m.shared_ffn > 0)
     if (auto e = add_into(b16(s.y), b16(s.ys), n_of(T, d), c.stream); !e) return e;
@@ -373,7 +373,7 @@ expected<std::vector<device_block>> combine_backward_send(const layer_call& c, d
   if (auto e = alloc_bf16(c, s.d_expert_out, n_of(copies, d)); !e) return forward_error(e);
   if (auto e = alloc_f32(c, s.d_topk_w, n_of(T, m.top_k)); !e) return forward_error(e);
   if (auto e = unpermute_backward(b16(s.dy), b16(s.expert_out), d, plan_of(s), copies, f32(s.topk_w), m.top_k, b16(s.d_expert_out),
-                                  f32(s.d_topk_w), c.stream);
+                                  f32(s.d_topk_w), c.stream, c.max_blocks);
       !e)
     return forward_error(e);
   return split_by_owner(c, s, s.d_expert_out);
@@ -436,7 +436,7 @@ expected<void> dispatch_backward_receive(const layer_call& c, device_layer_state
   auto rows = join_from_owners(c, s, from);
   if (!rows) return forward_error(rows);
   if (auto e = alloc_bf16(c, s.du_moe, n_of(T, d)); !e) return e;
-  return permute_rows_backward(b16(*rows), d, plan_of(s), m.top_k, T, b16(s.du_moe), false, c.stream);
+  return permute_rows_backward(b16(*rows), d, plan_of(s), m.top_k, T, b16(s.du_moe), false, c.stream, c.max_blocks);
 }
 
 expected<void> attention_backward_input(const layer_call& c, device_layer_state& s) {

@@ -44,6 +44,7 @@ struct layer_call {
   blas* gemm = nullptr;         // the calling component's cuBLASLt handle
   cudaStream_t stream = nullptr;
   float* load = nullptr;        // this layer's [experts] routed-copy counters, or null
+  int max_blocks = 0;           // comm ops: the overlap recipe's SM budget (one block per SM); 0 = no limit
   int tokens() const { return seqs * shape->seq_len; }
 };
 
