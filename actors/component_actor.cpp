@@ -4,6 +4,7 @@
 #include <map>
 
 #include "actors/component_work.hpp"
+#include "actors/cuda_backend.hpp"
 
 namespace loom::actors {
 
@@ -60,6 +61,13 @@ caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_re
   std::vector<int> group(ctx.ep.ep);
   for (int q = 0; q < ctx.ep.ep; ++q) group[q] = group_peer(ctx, q);
   std::vector<payload> outgoing = std::move(*out);
+  if (ctx.mode == backend::cuda && !ctx.net.carries_device_memory())  // other processes get host copies
+    for (int q = 0; q < ctx.ep.ep; ++q)
+      if (group[q] != ctx.global_rank)
+        if (auto ok = gpu_to_host(ctx, outgoing[q]); !ok) {
+          rp.deliver(result_of(ctx, op, start, unexpected(ok.error())));
+          return rp;
+        }
   self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0});
   component_actor handle = self;
   ctx.net.all_to_all(group, exchange_tag(ctx, op), std::move(outgoing), [handle, index = op.index](expected<std::vector<payload>> got) {

@@ -214,6 +214,11 @@ expected<gm::device_block> unwrap(payload& p) {
 
 }  // namespace
 
+int gpu_count() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
 expected<std::shared_ptr<device_gpu>> open_gpu(int device) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
@@ -312,6 +317,7 @@ expected<void> gpu_exchange_in(rank_context& ctx, const op_request& op, std::vec
   auto& s = dev.layers[op.layer];
   std::vector<gm::device_block> blocks;
   for (auto& p : from) {
+    if (auto ok = gpu_from_host(ctx, p); !ok) return located(ctx, op, ok);  // from another process
     auto b = unwrap(p);
     if (!b) return located(ctx, op, forward_error(b));
     blocks.push_back(std::move(*b));
@@ -360,6 +366,7 @@ expected<payload> gpu_pipeline_out(rank_context& ctx, int chunk, int microbatch,
 }
 
 expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, bool gradient, payload p) {
+  if (auto ok = gpu_from_host(ctx, p); !ok) return ok;  // from another process
   auto b = unwrap(p);
   if (!b) return forward_error(b);
   device_run& dev = gpu_run(ctx, chunk, microbatch);
@@ -381,6 +388,64 @@ expected<void> gpu_handover(rank_context& ctx, const handover& h, const std::vec
   to.inputs_ready.push_back(std::move(*ev));
   if (h.gradient) to.layers.back().dy = std::move(from.input_grad);
   else to.layers.front().x = from.head.y ? std::move(from.head.y) : std::move(from.layers.back().y);
+  return {};
+}
+
+namespace {
+// A staged device_block in a host payload: i = {magic, row_begin, row_count, bytes (two words),
+// counts...}, f = the rows' bytes (bf16 pairs, so a whole number of floats).
+constexpr std::int32_t staged_magic = 0x4c4d5242;  // "LMRB"
+}  // namespace
+
+expected<void> gpu_to_host(rank_context& ctx, payload& p) {
+  if (!p.device) return {};
+  auto b = unwrap(p);
+  if (!b) return forward_error(b);
+  if (auto ok = check(cudaSetDevice(ctx.gpu->gpu->device), "cudaSetDevice"); !ok) return ok;
+  const std::size_t bytes = b->rows ? b->rows->bytes() : 0;
+  payload host;
+  host.i = {staged_magic, b->row_begin, b->row_count, static_cast<std::int32_t>(bytes & 0x7fffffff),
+            static_cast<std::int32_t>(bytes >> 31)};
+  host.i.insert(host.i.end(), b->counts.begin(), b->counts.end());
+  host.f.resize((bytes + 3) / 4);
+  if (bytes > 0) {
+    if (b->ready)
+      if (auto ok = check(cudaEventSynchronize(b->ready.get()), "waiting for rows to send"); !ok) return ok;
+    // Pageable memory: the driver stages it through its own pinned buffers; the call returns when done.
+    if (auto ok = check(cudaMemcpy(host.f.data(), b->rows->data(), bytes, cudaMemcpyDeviceToHost), "copying rows to the host"); !ok)
+      return ok;
+  }
+  p = std::move(host);
+  return {};
+}
+
+expected<void> gpu_from_host(rank_context& ctx, payload& p) {
+  if (p.device) return {};
+  if (p.i.size() < 5 || p.i[0] != staged_magic)
+    return unexpected(errc::transport_error, "rank " + std::to_string(ctx.pipeline_rank) +
+                                                 ": a host payload arrived where GPU rows were expected (is every rank on the cuda backend?)");
+  device_rank& g = *ctx.gpu;
+  const std::size_t bytes = static_cast<std::size_t>(static_cast<std::uint32_t>(p.i[3])) |
+                            (static_cast<std::size_t>(static_cast<std::uint32_t>(p.i[4])) << 31);
+  if (p.f.size() * 4 < bytes) return unexpected(errc::transport_error, "staged GPU rows arrived truncated");
+  gm::device_block b;
+  b.row_begin = p.i[1];
+  b.row_count = p.i[2];
+  b.counts.assign(p.i.begin() + 5, p.i.end());
+  if (bytes > 0) {
+    auto rows = gm::allocate(g.gpu->pool, bytes, g.p2p);
+    if (!rows) return forward_error(rows);
+    // Pageable source: the call returns once the data is staged, so `p` may go away after it.
+    if (auto ok = check(cudaMemcpyAsync((*rows)->data(), p.f.data(), bytes, cudaMemcpyHostToDevice, g.p2p), "copying rows to the GPU"); !ok)
+      return ok;
+    b.rows = std::move(*rows);
+  }
+  auto ready = gm::record_event(g.p2p);
+  if (!ready) return forward_error(ready);
+  b.ready = std::move(*ready);
+  payload out = wrap(std::move(b));
+  out.device_bytes = bytes;
+  p = std::move(out);
   return {};
 }
 

@@ -26,6 +26,7 @@ namespace loom::actors {
 
 // One GPU of this process, shared by the virtual ranks placed on it.
 struct device_gpu;
+int gpu_count();  // usable GPUs (0 without a driver or without CUDA in the build)
 expected<std::shared_ptr<device_gpu>> open_gpu(int device);
 
 // Gives `ctx` its GPU state: streams, events for `program_ops` ops, device parameters of its chunks.
@@ -43,6 +44,13 @@ expected<payload> gpu_pipeline_out(rank_context& ctx, int chunk, int microbatch,
 expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, bool gradient, payload p);
 // The turn of a V-shaped pipeline: one local chunk's output becomes another's input.
 expected<void> gpu_handover(rank_context& ctx, const handover& h, const std::vector<int>& producers);
+
+// Across processes (a transport that does not carry device memory, such as `ucx`): a payload of GPU
+// rows becomes host data before the send (waiting for the rows to be written, then one device-to-host
+// copy) and GPU rows again on arrival (one host-to-device copy on the rank's pipeline stream, whose
+// event the consumers wait on). A host payload passes through unchanged.
+expected<void> gpu_to_host(rank_context& ctx, payload& p);
+expected<void> gpu_from_host(rank_context& ctx, payload& p);
 
 // Step boundaries. The end waits for the GPU once: it reads the loss and expert load, turns the op
 // timings into GPU times (since the step began) and brings the gradients down into the host params.

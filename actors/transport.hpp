@@ -24,8 +24,9 @@ struct payload {
   std::vector<float> f;
   std::vector<double> d;
   std::vector<std::int32_t> i;
-  // Rows in GPU memory (the cuda backend's device_block): only the `local` transport carries them,
-  // between virtual ranks of one process.
+  // Rows in GPU memory (the cuda backend's device_block): only a transport that carries device memory
+  // (`local`, between virtual ranks of one process) moves them; for the others the cuda backend turns
+  // them into host data first (gpu_to_host) and back on arrival.
   std::shared_ptr<void> device;
   std::size_t device_bytes = 0;
   std::size_t bytes() const { return f.size() * 4 + d.size() * 8 + i.size() * 4 + device_bytes; }
@@ -78,6 +79,9 @@ struct transport_ops {
   void (*barrier)(void* state, int self, const std::vector<int>& group, std::uint64_t tag, barrier_callback done);
   // Fails every pending receive of every rank with `why` (the experiment is being torn down).
   void (*abort)(void* state, const loom::error& why);
+  // Whether payloads may hold GPU memory (payload::device): true where sender and receiver share the
+  // process. Otherwise the cuda backend stages GPU rows through host memory before a send.
+  bool carries_device_memory = false;
 };
 
 // A rank's handle on a transport.
@@ -102,6 +106,7 @@ class transport {
   int size() const { return size_; }
   const char* name() const { return ops_ ? ops_->name : "none"; }
   bool valid() const { return ops_ != nullptr; }
+  bool carries_device_memory() const { return ops_ && ops_->carries_device_memory; }
 
  private:
   const transport_ops* ops_ = nullptr;

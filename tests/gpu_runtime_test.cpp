@@ -3,8 +3,14 @@
 // Skipped, with the reason, where no GPU is usable; runtime_tests cover the CPU side of the same logic.
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dsl/experiment_file.hpp"
@@ -41,6 +47,12 @@ exec::run_result run(const std::string& schedule, const std::string& backend, in
   BOOST_TEST_REQUIRE(r.has_value(), (r ? "" : r.error().message));
   BOOST_TEST_REQUIRE(r->ok, r->error);
   return std::move(*r);
+}
+
+// The loom binary: $LOOM_BINARY, or the one beside this test (a GPU bundle holds both).
+std::string loom_binary() {
+  if (const char* env = std::getenv("LOOM_BINARY")) return env;
+  return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "loom").string();
 }
 
 double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
@@ -95,6 +107,37 @@ BOOST_AUTO_TEST_CASE(ops_are_timed_on_the_gpu) {
     }
   }
   BOOST_TEST(timed > 0u, "no op took any GPU time");
+}
+
+// One process per rank on the same GPU: pipeline messages and the expert all-to-all go through host
+// memory over UCX (shared memory here) and give the single-process numbers.
+BOOST_AUTO_TEST_CASE(a_cuda_run_over_eight_processes_matches_the_single_process_run) {
+  const auto single = run("dualpipe", "cuda", 128);
+  const auto dir = std::filesystem::temp_directory_path() / ("loom-gpu-procs-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "gpu.toml");
+    f << experiment_text("dualpipe", "cuda", 128);
+  }
+  const std::string cmd = "UCX_TLS=posix,sysv,self '" + loom_binary() + "' run '" + (dir / "gpu.toml").string() +
+                          "' --procs 8 -q --out '" + (dir / "out").string() + "' > '" + (dir / "log.txt").string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream log(dir / "log.txt");
+  std::stringstream text;
+  text << log.rdbuf();
+  BOOST_TEST_REQUIRE(status == 0, cmd << "\n" << text.str());
+  std::ifstream in(dir / "out" / "report.json");
+  const auto report = nlohmann::json::parse(in, nullptr, false);
+  BOOST_TEST_REQUIRE(!report.is_discarded());
+  std::vector<double> loss, norm;
+  for (const auto& v : report["loss"]) loss.push_back(v.get<double>());
+  for (const auto& v : report["grad_norm"]) norm.push_back(v.get<double>());
+  BOOST_TEST_REQUIRE(loss.size() == single.loss.size());
+  for (std::size_t i = 0; i < loss.size(); ++i) {
+    BOOST_TEST(relative(loss[i], single.loss[i]) < 5e-3, "step " << i << ": 8 processes " << loss[i] << ", one " << single.loss[i]);
+    BOOST_TEST(relative(norm[i], single.grad_norm[i]) < 2e-2, "step " << i);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

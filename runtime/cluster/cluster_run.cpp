@@ -156,7 +156,10 @@ expected<local_rank> build_rank(caf::actor_system& sys, const exec::run_plan& pl
   local_rank out;
   out.net = *net;
   kernels::cpu::set_blas_threads(1);
-  out.spawned = exec::spawn_rank(sys, plan, exec::make_rank_context(plan, rank, transport::ucx_handle(*net)));
+  auto ctx = exec::make_rank_context(plan, rank, transport::ucx_handle(*net));
+  std::shared_ptr<actors::device_gpu> gpu;  // cuda backend: GPU rows travel through host memory (gpu_to_host)
+  if (auto ok = exec::attach_device(plan, *ctx, gpu); !ok) return unexpected(ok.error());
+  out.spawned = exec::spawn_rank(sys, plan, std::move(ctx));
   return out;
 }
 

@@ -1,7 +1,5 @@
 #include "runtime/exec/run.hpp"
 
-#include "actors/cuda_backend.hpp"
-
 #include <algorithm>
 #include <chrono>
 #include <thread>
@@ -76,17 +74,10 @@ expected<run_result> run_experiment(const experiment& e, const schedule::schedul
 
   // The cuda backend: every virtual rank on GPU 0 of this process.
   std::shared_ptr<actors::device_gpu> gpu;
-  if (e.backend == backend_kind::cuda) {
-    auto opened = actors::open_gpu(0);
-    if (!opened) return unexpected(opened.error());
-    gpu = std::move(*opened);
-  }
   std::vector<spawned_rank> ranks;
   for (int g = 0; g < plan->world; ++g) {
     auto ctx = make_rank_context(*plan, g, transport::local_handle(net, g), opt.fault);
-    if (gpu)
-      if (auto ok = actors::attach_gpu(*ctx, gpu, static_cast<int>(plan->lowered.ranks[ctx->pipeline_rank].ops.size())); !ok)
-        return unexpected(ok.error());
+    if (auto ok = attach_device(*plan, *ctx, gpu); !ok) return unexpected(ok.error());
     ranks.push_back(spawn_rank(sys, *plan, std::move(ctx)));
   }
   auto cs = make_coordinator_setup(*plan, ranks, opt.on_step);

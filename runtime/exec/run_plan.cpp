@@ -1,6 +1,7 @@
 #include "runtime/exec/run_plan.hpp"
 
 #include "actors/component_actor.hpp"
+#include "actors/cuda_backend.hpp"
 #include "actors/rank_driver.hpp"
 
 namespace loom::exec {
@@ -114,6 +115,17 @@ std::shared_ptr<actors::rank_context> make_rank_context(const run_plan& p, int r
   }
   if (fault && fault->rank == rank) ctx->inject = actors::fault{static_cast<std::uint8_t>(fault->kind), fault->microbatch, fault->hang};
   return ctx;
+}
+
+expected<void> attach_device(const run_plan& p, actors::rank_context& ctx, std::shared_ptr<actors::device_gpu>& gpu) {
+  if (p.e->backend != backend_kind::cuda) return {};
+  if (!gpu) {
+    const int gpus = actors::gpu_count();
+    auto opened = actors::open_gpu(gpus > 0 ? ctx.global_rank % gpus : 0);
+    if (!opened) return unexpected(opened.error());
+    gpu = std::move(*opened);
+  }
+  return actors::attach_gpu(ctx, gpu, static_cast<int>(p.lowered.ranks[ctx.pipeline_rank].ops.size()));
 }
 
 spawned_rank spawn_rank(caf::actor_system& sys, const run_plan& p, std::shared_ptr<actors::rank_context> ctx) {

@@ -16,6 +16,10 @@
 #include "runtime/lower/lowering.hpp"
 #include "runtime/schedule/schedule.hpp"
 
+namespace loom::actors {
+struct device_gpu;  // actors/cuda_backend.hpp
+}
+
 namespace loom::exec {
 
 struct run_plan {
@@ -39,6 +43,11 @@ expected<run_plan> make_run_plan(const experiment& e, const schedule::schedule& 
 // The state of global rank `rank`: its chunks' parameters and placements, and its transport.
 std::shared_ptr<actors::rank_context> make_rank_context(const run_plan& p, int rank, actors::transport net,
                                                        const std::optional<injected_fault>& fault = {});
+
+// The cuda backend's device side of a rank: opens this process's GPU on first use (`gpu`, shared by the
+// process's ranks; GPU `rank` modulo the GPUs present, so processes of one host spread over them) and
+// gives `ctx` its streams, events and device parameters. Nothing to do on the other backends.
+expected<void> attach_device(const run_plan& p, actors::rank_context& ctx, std::shared_ptr<actors::device_gpu>& gpu);
 
 struct spawned_rank {
   actors::rank_actor driver;

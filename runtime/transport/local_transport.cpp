@@ -87,7 +87,8 @@ void local_all_to_all(void* p, int self, const std::vector<int>& group, std::uin
 void local_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done);
 
 const actors::transport_ops local_ops = {"local",          local_address,  local_connect, local_send, local_receive,
-                                         local_all_to_all, local_barrier,  local_abort};
+                                         local_all_to_all, local_barrier,  local_abort,
+                                         /*carries_device_memory=*/true};
 
 void local_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
                       actors::all_to_all_callback done) {

@@ -373,7 +373,7 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
   }
   if (data.device)
     return unexpected(errc::transport_error,
-                      "the ucx transport moves host memory; GPU runs over several processes need the nccl transport");
+                      "the ucx transport moves host memory: GPU rows must be staged to the host first (gpu_to_host)");
   if (peer == self) {  // to ourselves: no network
     s.deliver(self, tag & tag_mask, std::move(data));
     return {};
@@ -495,7 +495,8 @@ void ucx_all_to_all(void* p, int self, const std::vector<int>& group, std::uint6
 void ucx_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t tag, actors::barrier_callback done);
 
 const actors::transport_ops ucx_ops = {"ucx",          address_of,  connect_to, ucx_send, ucx_receive,
-                                       ucx_all_to_all, ucx_barrier, ucx_abort};
+                                       ucx_all_to_all, ucx_barrier, ucx_abort,
+                                       /*carries_device_memory=*/false};
 
 void ucx_all_to_all(void* p, int self, const std::vector<int>& group, std::uint64_t tag, std::vector<actors::payload> out,
                     actors::all_to_all_callback done) {
