@@ -116,15 +116,16 @@ std::string shown(const run_result& r) {
   return s.str();
 }
 
-// `loom check` on a bad input: a clean failure, quickly, naming the file (with line:col when `located`).
+// `loom check` on a bad input: a clean failure, naming the file (with line:col when `located`), and no
+// hang: the 60 s limit catches a checker that loops or blows up, not a slow machine (speed is measured
+// in bench/, not here).
 void expect_clean_failure(const std::string& name, const std::vector<std::string>& args, const std::string& file,
                           bool located) {
   BOOST_TEST_CONTEXT(name) {
-    run_result r = run_loom(args, 5.0);
+    run_result r = run_loom(args, 60.0);
     BOOST_TEST(!r.timed_out, shown(r));
     BOOST_TEST(r.signal == 0, "killed by signal " << r.signal << ": " << shown(r));
     BOOST_TEST((r.status == 1 || r.status == 2), shown(r));
-    BOOST_TEST(r.seconds < 1.0, shown(r));
     BOOST_TEST(r.err.find(file) != std::string::npos, "the error does not name " << file << ": " << shown(r));
     if (located) {
       const std::regex at(std::regex_replace(file, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") + ":[0-9]+:[0-9]+: error: ");
@@ -168,7 +169,6 @@ BOOST_AUTO_TEST_CASE(a_good_file_passes) {
   auto r = run_loom({"check", f.string()});
   BOOST_TEST(r.status == 0, shown(r));
   BOOST_TEST(r.out.find("ok: schedule s: 2 ranks") != std::string::npos, shown(r));
-  BOOST_TEST(r.seconds < 1.0);
 }
 
 BOOST_AUTO_TEST_CASE(bytes_that_are_not_a_schedule) {

