@@ -43,6 +43,7 @@ struct device_rank {
     return out;
   }
   ~device_rank() {
+    if (gpu) cudaSetDevice(gpu->device);
     // Everything enqueued must finish before the streams and the memory they use go away.
     for (auto s : all_streams())
       if (s) cudaStreamSynchronize(s);
@@ -72,6 +73,12 @@ struct device_run {
 };
 
 namespace {
+
+// The CUDA runtime's current device is per thread, and actors run on whichever worker thread CAF
+// picks: every entry point makes the rank's GPU current before touching streams or memory.
+expected<void> use_device(const rank_context& ctx) {
+  return check(cudaSetDevice(ctx.gpu->gpu->device), "cudaSetDevice");
+}
 
 std::string where(const rank_context& ctx, const op_request& op) {
   return "rank " + std::to_string(ctx.pipeline_rank) + (ctx.ep.ep > 1 ? " (ep " + std::to_string(ctx.ep_index) + ")" : "") + ", " +
@@ -279,6 +286,7 @@ expected<void> attach_gpu(rank_context& ctx, std::shared_ptr<device_gpu> gpu, in
 }
 
 expected<void> gpu_compute(rank_context& ctx, const op_request& op) {
+  if (auto ok = use_device(ctx); !ok) return located(ctx, op, ok);
   auto& lane = ctx.gpu->lanes.at(op.chunk)[static_cast<int>(role_of(static_cast<op_kind>(op.kind)))];
   chunk_run& run = ctx.run(op.chunk, op.microbatch);
   device_run& dev = gpu_run(ctx, op.chunk, op.microbatch);
@@ -288,6 +296,7 @@ expected<void> gpu_compute(rank_context& ctx, const op_request& op) {
 }
 
 expected<std::vector<payload>> gpu_exchange_out(rank_context& ctx, const op_request& op) {
+  if (auto ok = use_device(ctx); !ok) return forward_error(located(ctx, op, ok));
   auto& lane = ctx.gpu->lanes.at(op.chunk)[static_cast<int>(role_of(static_cast<op_kind>(op.kind)))];
   device_run& dev = gpu_run(ctx, op.chunk, op.microbatch);
   if (auto ok = prepare(ctx, op, lane, dev); !ok) return forward_error(located(ctx, op, ok));
@@ -311,6 +320,7 @@ expected<std::vector<payload>> gpu_exchange_out(rank_context& ctx, const op_requ
 }
 
 expected<void> gpu_exchange_in(rank_context& ctx, const op_request& op, std::vector<payload> from) {
+  if (auto ok = use_device(ctx); !ok) return located(ctx, op, ok);
   auto& lane = ctx.gpu->lanes.at(op.chunk)[static_cast<int>(role_of(static_cast<op_kind>(op.kind)))];
   device_run& dev = gpu_run(ctx, op.chunk, op.microbatch);
   const auto lc = call_of(ctx, op, lane);
@@ -345,6 +355,7 @@ expected<void> wait_ops(device_rank& g, cudaStream_t target, const std::vector<i
 }
 
 expected<payload> gpu_pipeline_out(rank_context& ctx, int chunk, int microbatch, bool gradient, const std::vector<int>& producers) {
+  if (auto ok = use_device(ctx); !ok) return forward_error(ok);
   device_rank& g = *ctx.gpu;
   device_run& dev = gpu_run(ctx, chunk, microbatch);
   const gm::dtensor& src = gradient ? dev.input_grad : dev.head.y ? dev.head.y : dev.layers.back().y;
@@ -366,6 +377,7 @@ expected<payload> gpu_pipeline_out(rank_context& ctx, int chunk, int microbatch,
 }
 
 expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, bool gradient, payload p) {
+  if (auto ok = use_device(ctx); !ok) return ok;
   if (auto ok = gpu_from_host(ctx, p); !ok) return ok;  // from another process
   auto b = unwrap(p);
   if (!b) return forward_error(b);
@@ -377,6 +389,7 @@ expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, boo
 }
 
 expected<void> gpu_handover(rank_context& ctx, const handover& h, const std::vector<int>& producers) {
+  if (auto ok = use_device(ctx); !ok) return ok;
   device_rank& g = *ctx.gpu;
   device_run& from = gpu_run(ctx, h.from_chunk, h.microbatch);
   device_run& to = gpu_run(ctx, h.to_chunk, h.microbatch);
@@ -401,7 +414,7 @@ expected<void> gpu_to_host(rank_context& ctx, payload& p) {
   if (!p.device) return {};
   auto b = unwrap(p);
   if (!b) return forward_error(b);
-  if (auto ok = check(cudaSetDevice(ctx.gpu->gpu->device), "cudaSetDevice"); !ok) return ok;
+  if (auto ok = use_device(ctx); !ok) return ok;
   const std::size_t bytes = b->rows ? b->rows->bytes() : 0;
   payload host;
   host.i = {staged_magic, b->row_begin, b->row_count, static_cast<std::int32_t>(bytes & 0x7fffffff),
@@ -420,6 +433,8 @@ expected<void> gpu_to_host(rank_context& ctx, payload& p) {
 }
 
 expected<void> gpu_from_host(rank_context& ctx, payload& p) {
+  if (!p.device)
+    if (auto ok = use_device(ctx); !ok) return ok;
   if (p.device) return {};
   if (p.i.size() < 5 || p.i[0] != staged_magic)
     return unexpected(errc::transport_error, "rank " + std::to_string(ctx.pipeline_rank) +
@@ -454,6 +469,7 @@ expected<void> gpu_begin_step(rank_context& ctx) {
     return unexpected(errc::unavailable, "this rank has no GPU: the cuda backend runs its virtual ranks in one process (GPU data "
                                          "between processes needs the nccl transport)");
   device_rank& g = *ctx.gpu;
+  if (auto ok = use_device(ctx); !ok) return ok;
   if (auto ok = check(cudaMemsetAsync(g.load->data(), 0, g.load->bytes(), g.release), "clearing the load counters"); !ok) return ok;
   if (auto ok = check(cudaMemsetAsync(g.loss->data(), 0, sizeof(double), g.release), "clearing the loss"); !ok) return ok;
   if (auto ok = check(cudaStreamSynchronize(g.release), "starting the step"); !ok) return ok;
@@ -461,6 +477,7 @@ expected<void> gpu_begin_step(rank_context& ctx) {
 }
 
 expected<void> gpu_end_step(rank_context& ctx, std::vector<op_timing>& timings) {
+  if (auto ok = use_device(ctx); !ok) return ok;
   device_rank& g = *ctx.gpu;
   for (auto s : g.all_streams())
     if (auto ok = check(cudaStreamSynchronize(s), "finishing the step on the GPU"); !ok) return ok;
@@ -490,6 +507,7 @@ expected<void> gpu_end_step(rank_context& ctx, std::vector<op_timing>& timings) 
 }
 
 expected<void> gpu_upload(rank_context& ctx) {
+  if (auto ok = use_device(ctx); !ok) return ok;
   device_rank& g = *ctx.gpu;
   for (std::size_t c = 0; c < ctx.chunks.size(); ++c)
     if (auto ok = g.params[c].upload(*ctx.chunks[c].params, ctx.chunks[c].slots, g.release); !ok) return ok;
@@ -505,6 +523,7 @@ std::int64_t gpu_bytes(const chunk_run& run) {
 
 void gpu_release(rank_context& ctx, chunk_run& run) {
   if (!ctx.gpu || !run.gpu) return;
+  cudaSetDevice(ctx.gpu->gpu->device);  // no error to report here: a failure shows at the next op
   device_rank& g = *ctx.gpu;
   if (!fence(g, g.release)) {  // cannot order the frees: wait instead (the step has failed anyway)
     for (auto s : g.all_streams()) cudaStreamSynchronize(s);
