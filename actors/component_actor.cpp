@@ -64,7 +64,7 @@ caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_re
   if (ctx.mode == backend::cuda && !ctx.net.carries_device_memory())  // other processes get host copies
     for (int q = 0; q < ctx.ep.ep; ++q)
       if (group[q] != ctx.global_rank)
-        if (auto ok = gpu_to_host(ctx, outgoing[q]); !ok) {
+        if (auto ok = gpu_leave_process(ctx, outgoing[q]); !ok) {
           rp.deliver(result_of(ctx, op, start, unexpected(ok.error())));
           return rp;
         }

@@ -327,7 +327,7 @@ expected<void> gpu_exchange_in(rank_context& ctx, const op_request& op, std::vec
   auto& s = dev.layers[op.layer];
   std::vector<gm::device_block> blocks;
   for (auto& p : from) {
-    if (auto ok = gpu_from_host(ctx, p); !ok) return located(ctx, op, ok);  // from another process
+    if (auto ok = gpu_enter_process(ctx, p); !ok) return located(ctx, op, ok);  // from another process
     auto b = unwrap(p);
     if (!b) return located(ctx, op, forward_error(b));
     blocks.push_back(std::move(*b));
@@ -378,7 +378,7 @@ expected<payload> gpu_pipeline_out(rank_context& ctx, int chunk, int microbatch,
 
 expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, bool gradient, payload p) {
   if (auto ok = use_device(ctx); !ok) return ok;
-  if (auto ok = gpu_from_host(ctx, p); !ok) return ok;  // from another process
+  if (auto ok = gpu_enter_process(ctx, p); !ok) return ok;  // from another process
   auto b = unwrap(p);
   if (!b) return forward_error(b);
   device_run& dev = gpu_run(ctx, chunk, microbatch);
@@ -408,14 +408,40 @@ namespace {
 // A staged device_block in a host payload: i = {magic, row_begin, row_count, bytes (two words),
 // counts...}, f = the rows' bytes (bf16 pairs, so a whole number of floats).
 constexpr std::int32_t staged_magic = 0x4c4d5242;  // "LMRB"
+// Rows that travel as a device_buffer (payload::wire): i = {magic, row_begin, row_count, counts...}.
+constexpr std::int32_t wire_magic = 0x4c4d5257;  // "LMRW"
 }  // namespace
 
-expected<void> gpu_to_host(rank_context& ctx, payload& p) {
+expected<void> gpu_leave_process(rank_context& ctx, payload& p) {
   if (!p.device) return {};
   auto b = unwrap(p);
   if (!b) return forward_error(b);
   if (auto ok = use_device(ctx); !ok) return ok;
-  const std::size_t bytes = b->rows ? b->rows->bytes() : 0;
+  // Only the block's own rows travel (an exchange's blocks are ranges of one buffer): bf16 rows of
+  // `hidden`, which then start at row 0 on the receiver.
+  const std::size_t row_bytes = static_cast<std::size_t>(ctx.shape.hidden) * 2;
+  std::size_t offset = 0, bytes = b->rows ? b->rows->bytes() : 0;
+  if (b->rows && static_cast<std::size_t>(b->row_begin + b->row_count) * row_bytes <= bytes) {
+    offset = static_cast<std::size_t>(b->row_begin) * row_bytes;
+    bytes = static_cast<std::size_t>(b->row_count) * row_bytes;
+    b->row_begin = 0;
+  }
+  auto* first = b->rows ? static_cast<char*>(b->rows->data()) + offset : nullptr;
+  if (ctx.net.moves_device_buffers()) {  // nccl: the rows stay on the GPU
+    payload header;
+    header.i = {wire_magic, b->row_begin, b->row_count};
+    header.i.insert(header.i.end(), b->counts.begin(), b->counts.end());
+    auto w = std::make_shared<device_buffer>();
+    w->data = first;
+    w->bytes = bytes;
+    w->device = ctx.gpu->gpu->device;
+    w->ready = b->ready.get();
+    w->keep = std::make_shared<std::pair<gm::dtensor, gm::shared_event>>(b->rows, b->ready);
+    if (b->rows) w->retire = [rows = b->rows](void* stream) { rows->retire_on(static_cast<cudaStream_t>(stream)); };
+    header.wire = std::move(w);
+    p = std::move(header);
+    return {};
+  }
   payload host;
   host.i = {staged_magic, b->row_begin, b->row_count, static_cast<std::int32_t>(bytes & 0x7fffffff),
             static_cast<std::int32_t>(bytes >> 31)};
@@ -425,17 +451,46 @@ expected<void> gpu_to_host(rank_context& ctx, payload& p) {
     if (b->ready)
       if (auto ok = check(cudaEventSynchronize(b->ready.get()), "waiting for rows to send"); !ok) return ok;
     // Pageable memory: the driver stages it through its own pinned buffers; the call returns when done.
-    if (auto ok = check(cudaMemcpy(host.f.data(), b->rows->data(), bytes, cudaMemcpyDeviceToHost), "copying rows to the host"); !ok)
+    if (auto ok = check(cudaMemcpy(host.f.data(), first, bytes, cudaMemcpyDeviceToHost), "copying rows to the host"); !ok)
       return ok;
   }
   p = std::move(host);
   return {};
 }
 
-expected<void> gpu_from_host(rank_context& ctx, payload& p) {
+expected<void> gpu_enter_process(rank_context& ctx, payload& p) {
   if (!p.device)
     if (auto ok = use_device(ctx); !ok) return ok;
   if (p.device) return {};
+  if (!p.i.empty() && p.i[0] == wire_magic) {  // nccl: adopt the memory the transport received into
+    if (p.i.size() < 3) return unexpected(errc::transport_error, "a GPU rows header arrived truncated");
+    device_rank& g = *ctx.gpu;
+    gm::device_block b;
+    b.row_begin = p.i[1];
+    b.row_count = p.i[2];
+    b.counts.assign(p.i.begin() + 3, p.i.end());
+    std::size_t bytes = 0;
+    if (p.wire) {
+      bytes = p.wire->bytes;
+      if (bytes > 0 && !p.wire->data)
+        return unexpected(errc::transport_error, "rank " + std::to_string(ctx.pipeline_rank) + ": GPU rows did not arrive (see the transport's message)");
+      if (bytes > 0) {
+        b.rows = std::make_shared<gm::device_memory>(&g.gpu->pool, p.wire->data, bytes, g.p2p);
+        p.wire->data = nullptr;  // ours now: freed stream-ordered like any tensor of the rank
+      }
+      if (p.wire->ready) {
+        // The event belongs to the transport's buffer: keep that alive as long as the event is used.
+        auto keep = p.wire;
+        b.ready = gm::shared_event(static_cast<cudaEvent_t>(p.wire->ready), [keep](cudaEvent_t) {});
+      }
+    } else if (b.row_count > 0) {
+      return unexpected(errc::transport_error, "rank " + std::to_string(ctx.pipeline_rank) + ": GPU rows did not arrive (see the transport's message)");
+    }
+    payload out = wrap(std::move(b));
+    out.device_bytes = bytes;
+    p = std::move(out);
+    return {};
+  }
   if (p.i.size() < 5 || p.i[0] != staged_magic)
     return unexpected(errc::transport_error, "rank " + std::to_string(ctx.pipeline_rank) +
                                                  ": a host payload arrived where GPU rows were expected (is every rank on the cuda backend?)");

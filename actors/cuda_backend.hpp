@@ -45,12 +45,15 @@ expected<void> gpu_pipeline_in(rank_context& ctx, int chunk, int microbatch, boo
 // The turn of a V-shaped pipeline: one local chunk's output becomes another's input.
 expected<void> gpu_handover(rank_context& ctx, const handover& h, const std::vector<int>& producers);
 
-// Across processes (a transport that does not carry device memory, such as `ucx`): a payload of GPU
-// rows becomes host data before the send (waiting for the rows to be written, then one device-to-host
-// copy) and GPU rows again on arrival (one host-to-device copy on the rank's pipeline stream, whose
-// event the consumers wait on). A host payload passes through unchanged.
-expected<void> gpu_to_host(rank_context& ctx, payload& p);
-expected<void> gpu_from_host(rank_context& ctx, payload& p);
+// Across processes (a transport that does not carry device memory): before a send, a payload of GPU
+// rows becomes what the transport moves, and on arrival GPU rows again (consumers wait on its event).
+// - `nccl` (moves_device_buffers): the rows stay on the GPU as a device_buffer, the row ranges and
+//   counts go in the header; the receiver adopts the memory the transport received into.
+// - `ucx`: host data: one device-to-host copy after the rows' event, one host-to-device copy on the
+//   rank's pipeline stream on arrival.
+// A host payload passes through unchanged.
+expected<void> gpu_leave_process(rank_context& ctx, payload& p);
+expected<void> gpu_enter_process(rank_context& ctx, payload& p);
 
 // Step boundaries. The end waits for the GPU once: it reads the loss and expert load, turns the op
 // timings into GPU times (since the step began) and brings the gradients down into the host params.

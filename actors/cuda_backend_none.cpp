@@ -20,8 +20,8 @@ expected<void> gpu_exchange_in(rank_context&, const op_request&, std::vector<pay
 expected<payload> gpu_pipeline_out(rank_context&, int, int, bool, const std::vector<int>&) { return not_built(); }
 expected<void> gpu_pipeline_in(rank_context&, int, int, bool, payload) { return not_built(); }
 expected<void> gpu_handover(rank_context&, const handover&, const std::vector<int>&) { return not_built(); }
-expected<void> gpu_to_host(rank_context&, payload&) { return not_built(); }
-expected<void> gpu_from_host(rank_context&, payload&) { return not_built(); }
+expected<void> gpu_leave_process(rank_context&, payload&) { return not_built(); }
+expected<void> gpu_enter_process(rank_context&, payload&) { return not_built(); }
 expected<void> gpu_begin_step(rank_context&) { return not_built(); }
 expected<void> gpu_end_step(rank_context&, std::vector<op_timing>&) { return not_built(); }
 expected<void> gpu_upload(rank_context&) { return not_built(); }

@@ -140,7 +140,7 @@ void send_now(self_ptr self, int i) {
     if (!out) return fail_step(self, rank_name(ctx) + ": " + out.error().message);
     p = std::move(*out);
     if (!ctx.net.carries_device_memory())  // to another process: through host memory
-      if (auto ok = gpu_to_host(ctx, p); !ok) return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
+      if (auto ok = gpu_leave_process(ctx, p); !ok) return fail_step(self, rank_name(ctx) + ": " + ok.error().message);
   } else if (ctx.mode != backend::timed) {
     chunk_run& run = ctx.run(o.chunk, o.microbatch);
     if (o.net_tag.kind == traffic::pipeline_activation) p.f = std::move(run.layers.back().y);

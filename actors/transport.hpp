@@ -20,16 +20,44 @@
 namespace loom::actors {
 
 // What travels: float rows, doubles (gradient sums), integers (counts).
+// GPU memory a payload carries between processes, for a transport that moves it device to device
+// (`nccl`): `bytes` at `data` on GPU `device`, holding the data once the CUDA event `ready` (a
+// cudaEvent_t; null: already) has happened.
+// - Sending: the transport makes its stream wait on `ready`, enqueues the transfer, then calls
+//   retire(stream) (the sender's memory may be reused once that stream is past the transfer) and drops it.
+// - Receiving: the transport allocated `data` stream-ordered (cudaMallocAsync); a consumer that keeps the
+//   memory takes it by setting `data` to null and frees it stream-ordered itself; otherwise `release`
+//   frees it when the buffer goes.
+struct device_buffer {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  int device = 0;
+  void* ready = nullptr;
+  std::shared_ptr<void> keep;                 // whatever must live as long as the buffer (the sender's tensor, its event)
+  std::function<void(void* stream)> retire;   // sending: see above
+  std::function<void(void* data)> release;    // receiving: see above
+  device_buffer() = default;
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  ~device_buffer() {
+    if (data && release) release(data);
+  }
+};
+
 struct payload {
   std::vector<float> f;
   std::vector<double> d;
   std::vector<std::int32_t> i;
   // Rows in GPU memory (the cuda backend's device_block): only a transport that carries device memory
   // (`local`, between virtual ranks of one process) moves them; for the others the cuda backend turns
-  // them into host data first (gpu_to_host) and back on arrival.
+  // them into host data first (gpu_leave_process) and back on arrival.
   std::shared_ptr<void> device;
   std::size_t device_bytes = 0;
-  std::size_t bytes() const { return f.size() * 4 + d.size() * 8 + i.size() * 4 + device_bytes; }
+  // GPU memory on its way between processes (see device_buffer; transports with moves_device_buffers).
+  std::shared_ptr<device_buffer> wire;
+  std::size_t bytes() const {
+    return f.size() * 4 + d.size() * 8 + i.size() * 4 + device_bytes + (wire ? wire->bytes : 0);
+  }
 };
 
 // Identifies one message between two ranks within a step; both sides build it from the same facts.
@@ -82,6 +110,8 @@ struct transport_ops {
   // Whether payloads may hold GPU memory (payload::device): true where sender and receiver share the
   // process. Otherwise the cuda backend stages GPU rows through host memory before a send.
   bool carries_device_memory = false;
+  // Whether it moves payload::wire buffers from GPU to GPU between processes (nccl).
+  bool moves_device_buffers = false;
 };
 
 // A rank's handle on a transport.
@@ -102,11 +132,18 @@ class transport {
     ops_->barrier(state_.get(), rank_, group, t.pack(), std::move(done));
   }
   void abort(const loom::error& why) const { ops_->abort(state_.get(), why); }
+  // The same operations with a tag already packed: for a transport layered on this one.
+  expected<void> send_packed(int peer, std::uint64_t t, payload data) const { return ops_->send(state_.get(), rank_, peer, t, std::move(data)); }
+  void receive_packed(int peer, std::uint64_t t, receive_callback done) const { ops_->receive(state_.get(), rank_, peer, t, std::move(done)); }
+  void barrier_packed(const std::vector<int>& group, std::uint64_t t, barrier_callback done) const {
+    ops_->barrier(state_.get(), rank_, group, t, std::move(done));
+  }
   int rank() const { return rank_; }
   int size() const { return size_; }
   const char* name() const { return ops_ ? ops_->name : "none"; }
   bool valid() const { return ops_ != nullptr; }
   bool carries_device_memory() const { return ops_ && ops_->carries_device_memory; }
+  bool moves_device_buffers() const { return ops_ && ops_->moves_device_buffers; }
 
  private:
   const transport_ops* ops_ = nullptr;

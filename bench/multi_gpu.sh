@@ -9,9 +9,11 @@
 #   bash bench/multi_gpu.sh gpu-bundle                 # every schedule
 #   LOOM_STEPS=3 bash bench/multi_gpu.sh gpu-bundle dualpipe
 #
-# Between processes the GPU rows travel through host memory over UCX (shared memory here): there is no
-# NCCL transport yet. Settings: LOOM_STEPS (default 4), LOOM_PROCS (default 8). NVLink multicast stays
-# off (NCCL_NVLS_ENABLE=0, ...).
+#   LOOM_PP=2 LOOM_EP=1 bash bench/multi_gpu.sh gpu-bundle   # one process per GPU: NCCL between them
+#
+# The data plane between processes is NCCL when every rank has its own GPU, else GPU rows go through host
+# memory over UCX (LOOM_DATA_PLANE=ucx|nccl forces one). Settings: LOOM_STEPS (default 4), LOOM_PP and
+# LOOM_EP (default 4 and 2: eight processes). NVLink multicast stays off (NCCL_NVLS_ENABLE=0, ...).
 set -uo pipefail
 bundle=${1:?usage: bench/multi_gpu.sh BUNDLE_DIR [SCHEDULE...]}
 shift
@@ -21,7 +23,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 out=${OUT:-$(mktemp -d)}
 steps=${LOOM_STEPS:-4}
-procs=${LOOM_PROCS:-8}
+pp=${LOOM_PP:-4}
+ep=${LOOM_EP:-2}
+procs=$((pp * ep))
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export UCX_TLS=${UCX_TLS:-posix,sysv,self}
@@ -35,7 +39,7 @@ for s in "${schedules[@]}"; do
     [[ $mode == procs ]] && extra=(--procs "$procs")
     start=$SECONDS
     if ! timeout 240 "$bundle/loom" run "$root/examples/gpu-dualpipe.toml" --set "schedule.file=\"../schedules/$s.sched\"" \
-        --set "steps=$steps" "${extra[@]}" -q --out "$dir" >"$out/$s-$mode.log" 2>&1; then
+        --set "steps=$steps" --set "parallel.pp=$pp" --set "parallel.ep=$ep" "${extra[@]}" -q --out "$dir" >"$out/$s-$mode.log" 2>&1; then
       echo "FAILED: $s ($mode), rc=$?; last lines:"; tail -5 "$out/$s-$mode.log"; status=1; continue
     fi
     echo "  $mode: $((SECONDS - start)) s"

@@ -10,10 +10,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dsl/experiment_file.hpp"
+#include "kernels/gpu_probe.hpp"
 #include "dsl/load.hpp"
 #include "runtime/exec/run.hpp"
 #include "tests/gpu_test_support.hpp"
@@ -24,19 +26,21 @@ namespace {
 
 const std::string source_dir = LOOM_SOURCE_DIR;
 
-// 8 layers over 4 pipeline ranks x 2 expert-parallel ranks, 8 microbatches of 4 sequences of 64 tokens.
-std::string experiment_text(const std::string& schedule, const std::string& backend, int hidden, int steps = 3) {
+// 8 layers over pp pipeline ranks x ep expert-parallel ranks (4 x 2 unless said), 8 microbatches of 4
+// sequences of 64 tokens.
+std::string experiment_text(const std::string& schedule, const std::string& backend, int hidden, int steps = 3, int pp = 4,
+                            int ep = 2) {
   std::ostringstream s;
   s << "name = \"gpu-equivalence\"\nseed = 5\nsteps = " << steps << "\nbackend = \"" << backend << "\"\n"
     << "[model]\nhidden = " << hidden << "\nheads = 2\nlayers = 8\nexperts = 8\ntop_k = 2\nexpert_ffn = 64\n"
-    << "shared_ffn = 64\nvocab = 256\nseq_len = 64\n[batch]\nmicrobatch_size = 4\n[parallel]\npp = 4\nep = 2\n"
+    << "shared_ffn = 64\nvocab = 256\nseq_len = 64\n[batch]\nmicrobatch_size = 4\n[parallel]\npp = " << pp << "\nep = " << ep << "\n"
     << "[schedule]\nfile = \"" << source_dir << "/schedules/" << schedule << ".sched\"\nmicrobatches = 8\n"
     << "[optimizer]\nlr = 0.003\n";
   return s.str();
 }
 
-exec::run_result run(const std::string& schedule, const std::string& backend, int hidden) {
-  auto e = dsl::parse_experiment(experiment_text(schedule, backend, hidden), "gpu.toml", ".", {});
+exec::run_result run(const std::string& schedule, const std::string& backend, int hidden, int pp = 4, int ep = 2) {
+  auto e = dsl::parse_experiment(experiment_text(schedule, backend, hidden, 3, pp, ep), "gpu.toml", ".", {});
   BOOST_TEST_REQUIRE(e.has_value(), (e ? "" : e.error().message));
   dsl::load_request req;
   req.path = e->schedule_file;
@@ -109,35 +113,77 @@ BOOST_AUTO_TEST_CASE(ops_are_timed_on_the_gpu) {
   BOOST_TEST(timed > 0u, "no op took any GPU time");
 }
 
+// Runs `text` as `loom run --procs N` with `env` before it, and returns its report's losses and norms.
+std::pair<std::vector<double>, std::vector<double>> run_processes(const std::string& text, int procs, const std::string& env) {
+  const auto dir = std::filesystem::temp_directory_path() / ("loom-gpu-procs-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "gpu.toml");
+    f << text;
+  }
+  // `timeout`: a data plane that hangs fails the test instead of stalling the suite.
+  const std::string cmd = env + " timeout 150 '" + loom_binary() + "' run '" + (dir / "gpu.toml").string() + "' --procs " + std::to_string(procs) +
+                          " -q --out '" + (dir / "out").string() + "' > '" + (dir / "log.txt").string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream log(dir / "log.txt");
+  std::stringstream out;
+  out << log.rdbuf();
+  BOOST_TEST_REQUIRE(status == 0, cmd << "\n" << out.str());
+  std::ifstream in(dir / "out" / "report.json");
+  const auto report = nlohmann::json::parse(in, nullptr, false);
+  BOOST_TEST_REQUIRE(!report.is_discarded());
+  std::pair<std::vector<double>, std::vector<double>> r;
+  for (const auto& v : report["loss"]) r.first.push_back(v.get<double>());
+  for (const auto& v : report["grad_norm"]) r.second.push_back(v.get<double>());
+  std::filesystem::remove_all(dir);
+  return r;
+}
+
+void expect_same_training(const std::pair<std::vector<double>, std::vector<double>>& got, const exec::run_result& single) {
+  BOOST_TEST_REQUIRE(got.first.size() == single.loss.size());
+  for (std::size_t i = 0; i < got.first.size(); ++i) {
+    BOOST_TEST(relative(got.first[i], single.loss[i]) < 5e-3, "step " << i << ": processes " << got.first[i] << ", one " << single.loss[i]);
+    BOOST_TEST(relative(got.second[i], single.grad_norm[i]) < 2e-2, "step " << i);
+  }
+}
+
+boost::test_tools::assertion_result two_gpus(boost::unit_test::test_unit_id) {
+  int n = 0;
+  if (auto gpus = kernels::list_gpus()) n = static_cast<int>(gpus->size());
+  if (n >= 2) return true;
+  std::cout << "needs two GPUs (this machine has " << n << "): skipped" << std::endl;
+  boost::test_tools::assertion_result r(false);
+  r.message() << "needs two GPUs, found " << n;
+  return r;
+}
+
 // One process per rank on the same GPU: pipeline messages and the expert all-to-all go through host
 // memory over UCX (shared memory here) and give the single-process numbers.
 BOOST_AUTO_TEST_CASE(a_cuda_run_over_eight_processes_matches_the_single_process_run) {
   const auto single = run("dualpipe", "cuda", 128);
-  const auto dir = std::filesystem::temp_directory_path() / ("loom-gpu-procs-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "gpu.toml");
-    f << experiment_text("dualpipe", "cuda", 128);
+  expect_same_training(run_processes(experiment_text("dualpipe", "cuda", 128), 8, "LOOM_DATA_PLANE=ucx UCX_TLS=posix,sysv,self"),
+                       single);
+}
+
+// One process per GPU with NCCL between them (pp = 2, ep = 1): device-to-device pipeline messages.
+BOOST_AUTO_TEST_CASE(one_process_per_gpu_over_nccl_matches_the_single_process_run, *boost::unit_test::precondition(two_gpus)) {
+  for (const std::string schedule : {"1f1b", "dualpipe"}) {
+    BOOST_TEST_CONTEXT(schedule) {
+      const auto single = run(schedule, "cuda", 128, 2, 1);
+      expect_same_training(run_processes(experiment_text(schedule, "cuda", 128, 3, 2, 1), 2,
+                                         "LOOM_DATA_PLANE=nccl NCCL_NVLS_ENABLE=0 UCX_TLS=posix,sysv,self"),
+                           single);
+    }
   }
-  const std::string cmd = "UCX_TLS=posix,sysv,self '" + loom_binary() + "' run '" + (dir / "gpu.toml").string() +
-                          "' --procs 8 -q --out '" + (dir / "out").string() + "' > '" + (dir / "log.txt").string() + "' 2>&1";
-  const int status = std::system(cmd.c_str());
-  std::ifstream log(dir / "log.txt");
-  std::stringstream text;
-  text << log.rdbuf();
-  BOOST_TEST_REQUIRE(status == 0, cmd << "\n" << text.str());
-  std::ifstream in(dir / "out" / "report.json");
-  const auto report = nlohmann::json::parse(in, nullptr, false);
-  BOOST_TEST_REQUIRE(!report.is_discarded());
-  std::vector<double> loss, norm;
-  for (const auto& v : report["loss"]) loss.push_back(v.get<double>());
-  for (const auto& v : report["grad_norm"]) norm.push_back(v.get<double>());
-  BOOST_TEST_REQUIRE(loss.size() == single.loss.size());
-  for (std::size_t i = 0; i < loss.size(); ++i) {
-    BOOST_TEST(relative(loss[i], single.loss[i]) < 5e-3, "step " << i << ": 8 processes " << loss[i] << ", one " << single.loss[i]);
-    BOOST_TEST(relative(norm[i], single.grad_norm[i]) < 2e-2, "step " << i);
-  }
-  std::filesystem::remove_all(dir);
+}
+
+// The same with the expert all-to-all over NCCL too (pp = 1, ep = 2).
+BOOST_AUTO_TEST_CASE(expert_parallel_ranks_over_nccl_match_the_single_process_run, *boost::unit_test::precondition(two_gpus)) {
+  const auto single = run("gpipe", "cuda", 128, 1, 2);
+  expect_same_training(run_processes(experiment_text("gpipe", "cuda", 128, 3, 1, 2), 2,
+                                     "LOOM_DATA_PLANE=nccl NCCL_NVLS_ENABLE=0 UCX_TLS=posix,sysv,self"),
+                       single);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

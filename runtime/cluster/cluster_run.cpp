@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <thread>
 
@@ -12,6 +13,8 @@
 #include "dsl/experiment_file.hpp"
 #include "runtime/daemon/bundle_check.hpp"
 #include "runtime/exec/run_plan.hpp"
+#include "actors/cuda_backend.hpp"
+#include "runtime/transport/nccl_transport.hpp"
 #include "runtime/transport/ucx_transport.hpp"
 
 namespace loom::cluster {
@@ -147,17 +150,49 @@ namespace {
 // What both rank 0 and the workers do once they know their rank: build it on a UCX transport.
 struct local_rank {
   std::shared_ptr<void> net;
+  actors::transport handle;  // ucx, or nccl for GPU runs with a GPU per process
   exec::spawned_rank spawned;
 };
 
-expected<local_rank> build_rank(caf::actor_system& sys, const exec::run_plan& plan, int rank) {
-  auto net = transport::make_ucx_transport(rank, plan.world);
-  if (!net) return unexpected(net.error());
+// The data plane of a rank: `ucx`, or `nccl` with LOOM_DATA_PLANE=nccl (cuda backend, a GPU per process;
+// every process of a run must choose the same). nccl is opt-in until it has run on a multi-GPU machine:
+// its first run there did not finish (docs/GPU.md).
+expected<local_rank> make_data_plane(const exec::run_plan& plan, int rank) {
+  const char* forced = std::getenv("LOOM_DATA_PLANE");
+  const std::string choice = forced ? forced : "";
+  if (!choice.empty() && choice != "ucx" && choice != "nccl")
+    return unexpected(errc::invalid_argument, "LOOM_DATA_PLANE must be ucx or nccl, not '" + choice + "'");
+  const int gpus = actors::gpu_count();
+  const bool nccl = choice == "nccl";
+  if (nccl && plan.e->backend != exec::backend_kind::cuda)
+    return unexpected(errc::invalid_argument, "LOOM_DATA_PLANE=nccl needs backend = \"cuda\"");
   local_rank out;
-  out.net = *net;
+  if (nccl) {
+    auto net = transport::make_nccl_transport(rank, plan.world, gpus > 0 ? rank % gpus : 0);
+    if (!net) return unexpected(net.error());
+    out.net = *net;
+    out.handle = transport::nccl_handle(out.net);
+  } else {
+    auto net = transport::make_ucx_transport(rank, plan.world);
+    if (!net) return unexpected(net.error());
+    out.net = *net;
+    out.handle = transport::ucx_handle(out.net);
+  }
+  return out;
+}
+
+void close_data_plane(const local_rank& lr) {
+  if (std::string(lr.handle.name()) == "nccl") transport::nccl_close(lr.net);
+  else transport::ucx_close(lr.net);
+}
+
+expected<local_rank> build_rank(caf::actor_system& sys, const exec::run_plan& plan, int rank) {
+  auto made = make_data_plane(plan, rank);
+  if (!made) return unexpected(made.error());
+  local_rank out = std::move(*made);
   kernels::cpu::set_blas_threads(1);
-  auto ctx = exec::make_rank_context(plan, rank, transport::ucx_handle(*net));
-  std::shared_ptr<actors::device_gpu> gpu;  // cuda backend: GPU rows travel through host memory (gpu_to_host)
+  auto ctx = exec::make_rank_context(plan, rank, out.handle);
+  std::shared_ptr<actors::device_gpu> gpu;  // cuda backend: GPU rows leave the process through the data plane
   if (auto ok = exec::attach_device(plan, *ctx, gpu); !ok) return unexpected(ok.error());
   out.spawned = exec::spawn_rank(sys, plan, std::move(ctx));
   return out;
@@ -166,7 +201,7 @@ expected<local_rank> build_rank(caf::actor_system& sys, const exec::run_plan& pl
 ready_request ready_of(int rank, const local_rank& lr, caf::actor listener) {
   ready_request r;
   r.rank = rank;
-  r.address = to_bytes(transport::ucx_address(lr.net));
+  r.address = to_bytes(lr.handle.address());
   r.driver = lr.spawned.driver;
   r.components = lr.spawned.components;
   r.components.push_back(std::move(listener));  // the process's listener: told when to finish
@@ -240,7 +275,10 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
   if (opt.on_listening) opt.on_listening(*port);
 
   auto mine = build_rank(sys, *plan, 0);
-  if (!mine) return unexpected(mine.error());
+  if (!mine) {  // the registry must go, or the actor system waits for it forever
+    caf::anon_send_exit(reg, caf::exit_reason::user_shutdown);
+    return unexpected(mine.error());
+  }
   caf::scoped_actor self{sys};
   const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(opt.join_timeout_seconds));
   std::string failure;
@@ -255,7 +293,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
   if (failure.empty()) {
     std::vector<std::vector<std::uint8_t>> addresses;
     for (const auto& r : all.ranks) addresses.push_back(from_bytes(r.address));
-    if (auto ok = transport::ucx_connect(mine->net, addresses); !ok) failure = ok.error().message;
+    if (auto ok = mine->handle.connect(addresses); !ok) failure = ok.error().message;
   }
   if (failure.empty())
     self->request(reg, timeout, connected_atom::value, std::int32_t{0})
@@ -287,7 +325,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
       process_of[listeners[i].address()] = std::move(who);
     }
     auto cs = exec::make_coordinator_setup(*plan, ranks, opt.on_step);
-    cs.on_abort = [net = mine->net](const loom::error& why) { transport::ucx_handle(net).abort(why); };
+    cs.on_abort = [handle = mine->handle](const loom::error& why) { handle.abort(why); };
     auto coord = actors::spawn_coordinator(sys, std::move(cs));
     self->request(coord, caf::infinite, actors::run_atom::value)
         .receive([&](actors::run_outcome o) { out.result.outcome = std::move(o); },
@@ -315,7 +353,7 @@ expected<cluster_result> run_rank_zero(const experiment_bundle& bundle, const cl
   // The run is over, well or not: every worker stops.
   for (auto& l : listeners) self->send(l, finish_atom::value);
   stop_rank(self, *mine);
-  transport::ucx_close(mine->net);
+  close_data_plane(*mine);
   self->send_exit(reg, caf::exit_reason::user_shutdown);
   exec::summarize(*plan, out.result);
   out.result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -363,7 +401,7 @@ expected<void> run_worker(int rank, const cluster_options& opt) {
   if (failure.empty()) {
     std::vector<std::vector<std::uint8_t>> addresses;
     for (const auto& r : all.ranks) addresses.push_back(from_bytes(r.address));
-    if (auto ok = transport::ucx_connect(mine->net, addresses); !ok) failure = ok.error().message;
+    if (auto ok = mine->handle.connect(addresses); !ok) failure = ok.error().message;
   }
   if (failure.empty())
     self->request(*reg, timeout, connected_atom::value, joined.rank)
@@ -377,9 +415,9 @@ expected<void> run_worker(int rank, const cluster_options& opt) {
                     done = true;
                   });
   }
-  transport::ucx_handle(mine->net).abort(loom::error(errc::cancelled, failure.empty() ? "the run is over" : failure));
+  mine->handle.abort(loom::error(errc::cancelled, failure.empty() ? "the run is over" : failure));
   stop_rank(self, *mine);
-  transport::ucx_close(mine->net);
+  close_data_plane(*mine);
   if (!failure.empty()) return unexpected(errc::transport_error, "rank " + std::to_string(joined.rank) + ": " + failure);
   return {};
 }

@@ -154,7 +154,11 @@ struct ucx_state {
 
   ~ucx_state() { shutdown(); }
 
+  // Sees every payload as it arrives, in each sender's order, before matching (ucx_on_arrival).
+  std::function<void(int from, actors::payload&)> on_arrival;
+
   void deliver(int from, std::uint64_t tag, actors::payload p) {
+    if (on_arrival) on_arrival(from, p);
     actors::receive_callback cb;
     {
       std::lock_guard<std::mutex> lock(mutex);
@@ -371,9 +375,9 @@ expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::
     if (peer < 0 || peer >= s.world) return unexpected(errc::transport_error, "ucx transport: no rank " + std::to_string(peer));
     if (s.lost[peer]) return unexpected(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable");
   }
-  if (data.device)
+  if (data.device || data.wire)
     return unexpected(errc::transport_error,
-                      "the ucx transport moves host memory: GPU rows must be staged to the host first (gpu_to_host)");
+                      "the ucx transport moves host memory: GPU rows must be staged to the host first (gpu_leave_process)");
   if (peer == self) {  // to ourselves: no network
     s.deliver(self, tag & tag_mask, std::move(data));
     return {};
@@ -547,5 +551,9 @@ actors::transport ucx_handle(const std::shared_ptr<void>& state) {
 }
 
 void ucx_close(const std::shared_ptr<void>& state) { static_cast<ucx_state*>(state.get())->shutdown(); }
+
+void ucx_on_arrival(const std::shared_ptr<void>& state, std::function<void(int from, actors::payload&)> hook) {
+  static_cast<ucx_state*>(state.get())->on_arrival = std::move(hook);
+}
 
 }  // namespace loom::transport

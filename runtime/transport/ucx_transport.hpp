@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -32,5 +33,9 @@ actors::transport ucx_handle(const std::shared_ptr<void>& state);
 
 // Stops the progress thread and closes endpoints (also done when the last handle goes).
 void ucx_close(const std::shared_ptr<void>& state);
+
+// Calls `hook` with every payload as it arrives (on the progress thread, in each sender's order),
+// before it is matched to a receive: for a transport layered on this one (nccl). Set before connect.
+void ucx_on_arrival(const std::shared_ptr<void>& state, std::function<void(int from, actors::payload&)> hook);
 
 }  // namespace loom::transport
