@@ -34,6 +34,7 @@
 #include "kernels/cpu/swiglu.hpp"
 #include "kernels/cuda/adamw.hpp"
 #include "kernels/cuda/attention.hpp"
+#include "kernels/cuda/cublas_api.hpp"
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/grouped_gemm.hpp"
 #include "kernels/cuda/loss.hpp"
@@ -1212,4 +1213,29 @@ BOOST_AUTO_TEST_CASE(pool_reuses_freed_memory) {
   require_ok(cudaStreamDestroy(stream), "cudaStreamDestroy");
 #endif
 }
+BOOST_AUTO_TEST_SUITE_END()
+
+// cuBLAS is loaded on first use rather than linked (kernels/cuda/cublas_api.hpp): the library must be
+// found and every entry point resolved. No GPU is needed for that, so this suite runs everywhere; a
+// build without CUDA says so instead.
+BOOST_AUTO_TEST_SUITE(cuda_libraries)
+
+#if LOOM_WITH_CUDA
+BOOST_AUTO_TEST_CASE(cublas_loads_on_first_use) {
+  auto api = lc::cublas();
+  BOOST_TEST_REQUIRE(api.has_value(), (api ? "" : api.error().message));
+  BOOST_TEST(((*api)->lt_matmul != nullptr && (*api)->gemm_grouped_batched_ex != nullptr && (*api)->create != nullptr));
+  BOOST_TEST(std::string((*api)->lt_status_name(CUBLAS_STATUS_SUCCESS)) == "CUBLAS_STATUS_SUCCESS");
+  auto again = lc::cublas();  // loaded once
+  BOOST_TEST_REQUIRE(again.has_value());
+  BOOST_TEST(*again == *api);
+}
+#else
+BOOST_AUTO_TEST_CASE(a_build_without_cuda_says_so) {
+  auto gpus = loom::kernels::list_gpus();
+  BOOST_TEST_REQUIRE(!gpus.has_value());
+  BOOST_TEST(gpus.error().message.find("CUDA") != std::string::npos, gpus.error().message);
+}
+#endif
+
 BOOST_AUTO_TEST_SUITE_END()

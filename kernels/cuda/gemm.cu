@@ -9,14 +9,19 @@
 
 #include "kernels/cuda/gemm.hpp"
 
+#include "kernels/cuda/cublas_api.hpp"
+
 namespace loom::cuda {
 
 namespace {
 
+// Every blas call goes through the loaded table: a blas exists only once cublas() succeeded.
+const cublas_api& api() { return **cublas(); }
+
 expected<void> lt_check(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return {};
-  return unexpected(errc::backend_error, std::string(what) + " failed: " + cublasLtGetStatusName(s) + " (" +
-                                             cublasLtGetStatusString(s) + ")");
+  return unexpected(errc::backend_error, std::string(what) + " failed: " + api().lt_status_name(s) + " (" +
+                                             api().lt_status_string(s) + ")");
 }
 
 }  // namespace
@@ -30,11 +35,12 @@ struct blas::impl {
 };
 
 expected<std::unique_ptr<blas>> blas::create(std::size_t workspace_bytes) {
+  if (auto loaded = cublas(); !loaded) return forward_error(loaded);
   std::unique_ptr<blas> b(new blas());
   b->impl_ = std::make_unique<impl>();
-  if (auto e = lt_check(cublasLtCreate(&b->impl_->lt), "cublasLtCreate"); !e) return forward_error(e);
+  if (auto e = lt_check(api().lt_create(&b->impl_->lt), "cublasLtCreate"); !e) return forward_error(e);
   cublasHandle_t h = nullptr;
-  if (auto e = lt_check(cublasCreate(&h), "cublasCreate"); !e) return forward_error(e);
+  if (auto e = lt_check(api().create(&h), "cublasCreate"); !e) return forward_error(e);
   b->cublas_ = h;
   if (auto e = check(cudaMalloc(&b->impl_->workspace, workspace_bytes), "cudaMalloc(cublasLt workspace)"); !e)
     return forward_error(e);
@@ -45,9 +51,9 @@ expected<std::unique_ptr<blas>> blas::create(std::size_t workspace_bytes) {
 blas::~blas() {
   if (impl_) {
     if (impl_->workspace != nullptr) cudaFree(impl_->workspace);
-    if (impl_->lt != nullptr) cublasLtDestroy(impl_->lt);
+    if (impl_->lt != nullptr) api().lt_destroy(impl_->lt);
   }
-  if (cublas_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  if (cublas_ != nullptr) api().destroy(static_cast<cublasHandle_t>(cublas_));
 }
 
 expected<void> blas::gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
@@ -79,46 +85,46 @@ expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float 
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
   auto cleanup = [&] {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (lc) cublasLtMatrixLayoutDestroy(lc);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (pref) api().lt_preference_destroy(pref);
+    if (lc) api().lt_matrix_layout_destroy(lc);
+    if (lb) api().lt_matrix_layout_destroy(lb);
+    if (la) api().lt_matrix_layout_destroy(la);
+    if (op) api().lt_matmul_desc_destroy(op);
   };
   auto body = [&]() -> expected<void> {
-    if (auto e = lt_check(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+    if (auto e = lt_check(api().lt_matmul_desc_create(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
                           "cublasLtMatmulDescCreate");
         !e)
       return e;
     if (auto e = lt_check(
-            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)),
+            api().lt_matmul_desc_set_attribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)),
             "cublasLtMatmulDescSetAttribute(TRANSA)");
         !e)
       return e;
     if (auto e = lt_check(
-            cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)),
+            api().lt_matmul_desc_set_attribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)),
             "cublasLtMatmulDescSetAttribute(TRANSB)");
         !e)
       return e;
-    if (auto e = lt_check(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, b_rows, b_cols, ldb),
+    if (auto e = lt_check(api().lt_matrix_layout_create(&la, CUDA_R_16BF, b_rows, b_cols, ldb),
                           "cublasLtMatrixLayoutCreate(B)");
         !e)
       return e;
-    if (auto e = lt_check(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, a_rows, a_cols, lda),
+    if (auto e = lt_check(api().lt_matrix_layout_create(&lb, CUDA_R_16BF, a_rows, a_cols, lda),
                           "cublasLtMatrixLayoutCreate(A)");
         !e)
       return e;
     if (auto e =
-            lt_check(cublasLtMatrixLayoutCreate(&lc, c_type, n, m, ldc), "cublasLtMatrixLayoutCreate(C)");
+            lt_check(api().lt_matrix_layout_create(&lc, c_type, n, m, ldc), "cublasLtMatrixLayoutCreate(C)");
         !e)
       return e;
     const impl::key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, c_fp32, beta != 0.f};
     auto found = impl_->algos.find(key);
     if (found == impl_->algos.end()) {
-      if (auto e = lt_check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate"); !e)
+      if (auto e = lt_check(api().lt_preference_create(&pref), "cublasLtMatmulPreferenceCreate"); !e)
         return e;
       const uint64_t ws = impl_->workspace_bytes;
-      if (auto e = lt_check(cublasLtMatmulPreferenceSetAttribute(
+      if (auto e = lt_check(api().lt_preference_set_attribute(
                                 pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
                             "cublasLtMatmulPreferenceSetAttribute");
           !e)
@@ -126,7 +132,7 @@ expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float 
       cublasLtMatmulHeuristicResult_t result{};
       int found_count = 0;
       if (auto e = lt_check(
-              cublasLtMatmulAlgoGetHeuristic(impl_->lt, op, la, lb, lc, lc, pref, 1, &result, &found_count),
+              api().lt_algo_get_heuristic(impl_->lt, op, la, lb, lc, lc, pref, 1, &result, &found_count),
               "cublasLtMatmulAlgoGetHeuristic");
           !e)
         return e;
@@ -134,7 +140,7 @@ expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float 
         return unexpected(errc::backend_error, "cublasLt found no algorithm for this GEMM");
       found = impl_->algos.emplace(key, result.algo).first;
     }
-    return lt_check(cublasLtMatmul(impl_->lt, op, &alpha, b, la, a, lb, &beta, c, lc, c, lc, &found->second,
+    return lt_check(api().lt_matmul(impl_->lt, op, &alpha, b, la, a, lb, &beta, c, lc, c, lc, &found->second,
                                    impl_->workspace, impl_->workspace_bytes, stream),
                     "cublasLtMatmul");
   };

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cublas_api.hpp"
 #include "kernels/cuda/grouped_gemm.hpp"
 #include "kernels/cuda/hopper.cuh"
 #include "kernels/cuda/tensor_map.cuh"
@@ -654,17 +655,20 @@ expected<void> grouped_gemm_cublas(blas& handle, const bf16* a, const bf16* b, w
           "cudaMemcpyAsync");
       !e)
     return e;
+  auto loaded = cublas();  // present: `handle` was made by blas::create
+  if (!loaded) return forward_error(loaded);
+  const cublas_api& api = **loaded;
   auto h = static_cast<cublasHandle_t>(handle.cublas_handle());
-  cublasStatus_t s = cublasSetStream(h, stream);
+  cublasStatus_t s = api.set_stream(h, stream);
   if (s == CUBLAS_STATUS_SUCCESS)
-    s = cublasGemmGroupedBatchedEx(h, ta.data(), tb.data(), ms.data(), ns.data(), ks.data(), alpha.data(),
+    s = api.gemm_grouped_batched_ex(h, ta.data(), tb.data(), ms.data(), ns.data(), ks.data(), alpha.data(),
                                    const_cast<const void* const*>(dev), CUDA_R_16BF, lda.data(),
                                    const_cast<const void* const*>(dev + count), CUDA_R_16BF, ldb.data(),
                                    beta.data(), dev + 2 * count, CUDA_R_16BF, ldc.data(), count, sizes.data(),
                                    CUBLAS_COMPUTE_32F);
   if (s != CUBLAS_STATUS_SUCCESS)
     return unexpected(errc::backend_error, std::string("cublasGemmGroupedBatchedEx failed: ") +
-                                               cublasGetStatusName(s) + " (" + cublasGetStatusString(s) +
+                                               api.status_name(s) + " (" + api.status_string(s) +
                                                ")");
   return {};  // cuBLAS reads the host arrays during the call; the pointer arrays were copied before it
 }
