@@ -1,6 +1,6 @@
 // How fast the schedule toolchain is: compile + validate + simulate DualPipe at growing sizes, to show
 // the cost grows linearly with the number of actions. (The whole-process figure for ranks=64,
-// microbatches=1024 comes from bench/run-cpu.sh timing `loom sim`.)
+// microbatches=1024 is `loom sim` timed with /usr/bin/time: docs/PERFORMANCE.md.)
 #include <benchmark/benchmark.h>
 
 #include "dsl/load.hpp"
