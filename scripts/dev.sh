@@ -46,6 +46,7 @@ case ${1:-} in
     configure_and_build "${build_dir}-asan" -DLOOM_CUDA=OFF -DLOOM_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug \
       "-DLOOM_SANITIZE=address;undefined"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0" \
       run_tests "${build_dir}-asan"
     ;;
   fuzz)
