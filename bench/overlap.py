@@ -35,9 +35,20 @@ def main():
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if len(sys.argv) == 2 else 2
-    with open(sys.argv[1]) as f:
-        trace = json.load(f)
-    events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    path = sys.argv[1]
+    try:
+        with open(path) as f:
+            trace = json.load(f)
+        events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    except OSError as e:
+        print(f"overlap.py: {path}: {e.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as e:
+        print(f"overlap.py: {path}:{e.lineno}:{e.colno}: not JSON: {e.msg}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, AttributeError):
+        print(f"overlap.py: {path}: not a loom trace (no traceEvents list)", file=sys.stderr)
+        return 2
     by_rank = defaultdict(lambda: {"actions": [], "compute": [], "comm": []})
     for e in events:
         lane = {0: "actions", 1: "compute", 2: "comm"}.get(e["tid"])

@@ -23,6 +23,7 @@
 #include "runtime/daemon/state_dir.hpp"
 #include "runtime/daemon/store.hpp"
 #include "runtime/daemon/token.hpp"
+#include "tests/process_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace loom;
@@ -107,21 +108,8 @@ class daemon_process {
     fs::remove(out, ec);
     std::vector<std::string> args = {loomd_bin, "--state", state_, "--port", "0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::cout.flush();
-    std::fflush(nullptr);  // else the child would write the test's buffered output again
-    pid_ = ::fork();
+    pid_ = test::spawn_logged(args, out, [] { ::unsetenv("LOOM_STATE"); });
     BOOST_TEST_REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      FILE* f = std::freopen(out.c_str(), "w", stdout);
-      (void)f;
-      ::dup2(STDOUT_FILENO, STDERR_FILENO);
-      ::unsetenv("LOOM_STATE");
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
     // Ready when it says where it listens.
     const auto until = std::chrono::steady_clock::now() + 60s;
     while (read_file(out).find("listening on") == std::string::npos) {

@@ -22,6 +22,7 @@
 
 #include "runtime/daemon/host_table.hpp"
 #include "runtime/daemon/supervisor.hpp"
+#include "tests/process_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace loom;
@@ -145,20 +146,8 @@ class lab {
                                        "--peer-timeout", std::to_string(static_cast<int>(peer_timeout))};
       if (i > 1) args.insert(args.end(), {"--join", addr(1) + ":" + std::to_string(port), "--token-file", state(1) + "/token"});
       const std::string out = state(i) + ".out";
-      std::cout.flush();
-      std::fflush(nullptr);
-      pid_t pid = ::fork();
+      const pid_t pid = test::spawn_logged(args, out);
       BOOST_TEST_REQUIRE(pid >= 0);
-      if (pid == 0) {
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        FILE* f = std::freopen(out.c_str(), "w", stdout);
-        (void)f;
-        ::dup2(STDOUT_FILENO, STDERR_FILENO);
-        ::execvp(argv[0], argv.data());
-        ::_exit(127);
-      }
       daemons_.push_back(pid);
       const auto until = std::chrono::steady_clock::now() + 60s;
       while (read_file(out).find("listening on") == std::string::npos) {
