@@ -129,8 +129,36 @@ __device__ __forceinline__ uint32_t swz(int row, int chunk) {
   }
 }
 
+// Fire-and-forget reductions into fp32 global memory: the L2 does the read-modify-write, so the thread
+// does not wait for the old value (a plain load-add-store epilogue waits a memory latency per access).
 __device__ __forceinline__ void red_add_v2(float* addr, float a, float b) {
   asm volatile("red.global.v2.f32.add [%0], {%1, %2};\n" ::"l"(addr), "f"(a), "f"(b) : "memory");
+}
+// addr 16-byte aligned.
+__device__ __forceinline__ void red_add_v4(float* addr, float a, float b, float c, float d) {
+  asm volatile("red.global.v4.f32.add [%0], {%1, %2, %3, %4};\n" ::"l"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
+
+// Adds an m16n8 accumulator fragment pair (rows g and g + 8 of `row0`, columns 2t, 2t + 1 of `col0`; lane =
+// 4 g + t) to fp32 C [rows, ld] with one 16-byte reduction per lane: neighbouring lanes swap halves so
+// that the even lane holds four columns of row g and the odd lane four of row g + 8. Every lane of the
+// warp must call it (it shuffles); rows at or past `rows` and columns at or past `cols` are skipped.
+__device__ __forceinline__ void red_add_fragment(float* C, std::size_t ld, int rows, int cols, int row0, int col0,
+                                                 const float* v) {
+  const int lane = threadIdx.x & 31;
+  const bool odd = lane & 1;
+  const float give0 = odd ? v[0] : v[2], give1 = odd ? v[1] : v[3];
+  const float got0 = __shfl_xor_sync(0xffffffffu, give0, 1);
+  const float got1 = __shfl_xor_sync(0xffffffffu, give1, 1);
+  const int row = row0 + (lane >> 2) + (odd ? 8 : 0);
+  const int col = col0 + 4 * ((lane & 3) >> 1);
+  if (row >= rows || col >= cols) return;
+  float* at = C + static_cast<std::size_t>(row) * ld + col;
+  if (odd)
+    red_add_v4(at, got0, got1, v[2], v[3]);
+  else
+    red_add_v4(at, v[0], v[1], got0, got1);
 }
 
 }  // namespace loom::cuda::dev

@@ -293,28 +293,12 @@ __global__ void __launch_bounds__(threads, MINB)
           }
         }
       } else {
+        // Reductions, not load-add-store: with ~6 k blocks a tile (64 experts of ~384 rows) a store
+        // epilogue that waits for each old value took most of the kernel's time.
         float* C = static_cast<float*>(p.c) + static_cast<std::size_t>(ti.g) * p.m * p.n;
-        const int r0 = ti.m0 + c * 64 + warp * 16 + (lane >> 2);
+        const int r0 = ti.m0 + c * 64 + warp * 16;
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-          const int col = ti.n0 + j * 8 + (lane & 3) * 2;
-          if (col < p.n) {
-            if (r0 < p.m) {
-              float2* q = reinterpret_cast<float2*>(C + static_cast<std::size_t>(r0) * p.n + col);
-              float2 v = *q;
-              v.x += acc[4 * j];
-              v.y += acc[4 * j + 1];
-              *q = v;
-            }
-            if (r0 + 8 < p.m) {
-              float2* q = reinterpret_cast<float2*>(C + static_cast<std::size_t>(r0 + 8) * p.n + col);
-              float2 v = *q;
-              v.x += acc[4 * j + 2];
-              v.y += acc[4 * j + 3];
-              *q = v;
-            }
-          }
-        }
+        for (int j = 0; j < BN / 8; ++j) red_add_fragment(C, p.n, p.m, p.n, r0, ti.n0 + j * 8, &acc[4 * j]);
       }
     }
   }
@@ -481,25 +465,10 @@ __global__ void __launch_bounds__(threads)
   } else {
     float* C = static_cast<float*>(p.c) + static_cast<std::size_t>(g) * p.m * p.n;
 #pragma unroll
-    for (int mi = 0; mi < 4; ++mi) {
-      const int r = m0 + wm * 64 + mi * 16 + (lane >> 2);
+    for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-      for (int ni = 0; ni < 4; ++ni) {
-        const int col = n0 + wn * 32 + ni * 8 + (lane & 3) * 2;
-        if (col >= p.n) continue;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int rr = r + 8 * h;
-          if (rr < p.m) {
-            float2* q = reinterpret_cast<float2*>(C + static_cast<std::size_t>(rr) * p.n + col);
-            float2 v = *q;
-            v.x += acc[mi][ni][2 * h];
-            v.y += acc[mi][ni][2 * h + 1];
-            *q = v;
-          }
-        }
-      }
-    }
+      for (int ni = 0; ni < 4; ++ni)
+        red_add_fragment(C, p.n, p.m, p.n, m0 + wm * 64 + mi * 16, n0 + wn * 32 + ni * 8, acc[mi][ni]);
   }
 }
 
