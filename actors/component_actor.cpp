@@ -17,6 +17,8 @@ struct pending_op {
   double work_ns = 0;                // timed backend: what the op must do at full rate
   int comm_slot = -1;                // timed backend: its entry in the rank's comm log
   std::int64_t deadline_ns = 0;      // timed backend: when its timer should fire
+  std::int64_t wait_start_ns = 0;    // an exchange: its send half is done, the peers' data not yet here
+  std::int64_t wait_end_ns = 0;
 };
 
 struct component_state {
@@ -45,7 +47,12 @@ void finish(self_ptr self, std::int32_t index, expected<void> status) {
   if (it == self->state.pending.end()) return;
   pending_op p = std::move(it->second);
   self->state.pending.erase(it);
-  p.promise.deliver(result_of(*self->state.ctx, p.op, p.start_ns, std::move(status)));
+  op_result r = result_of(*self->state.ctx, p.op, p.start_ns, std::move(status));
+  if (r.ok && p.wait_end_ns > 0) {
+    r.wait_start_ns = p.wait_start_ns;
+    r.wait_end_ns = p.wait_end_ns;
+  }
+  p.promise.deliver(std::move(r));
 }
 
 // Hands this rank's blocks to the transport's all-to-all over the expert-parallel group; the
@@ -68,7 +75,7 @@ caf::typed_response_promise<op_result> start_exchange(self_ptr self, const op_re
           rp.deliver(result_of(ctx, op, start, unexpected(ok.error())));
           return rp;
         }
-  self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0});
+  self->state.pending.emplace(op.index, pending_op{rp, op, start, 0, -1, 0, ctx.now_ns(), 0});
   component_actor handle = self;
   ctx.net.all_to_all(group, exchange_tag(ctx, op), std::move(outgoing), [handle, index = op.index](expected<std::vector<payload>> got) {
     if (got) caf::anon_send(handle, arrive_atom::value, index, std::move(*got));
@@ -144,6 +151,7 @@ component_actor::behavior_type component(self_ptr self, std::shared_ptr<rank_con
       [self](arrive_atom, std::int32_t index, std::vector<payload> data) {
         auto it = self->state.pending.find(index);
         if (it == self->state.pending.end()) return;
+        it->second.wait_end_ns = self->state.ctx->now_ns();
         auto status = exchange_in(*self->state.ctx, it->second.op, std::move(data));
         finish(self, index, std::move(status));
       },

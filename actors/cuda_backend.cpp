@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 
@@ -33,6 +34,10 @@ struct device_rank {
   cudaStream_t release = nullptr;  // frees, behind a fence of every other stream
   std::vector<gm::device_params> params;  // [chunk]
   std::vector<cudaEvent_t> op_start, op_end;  // [op of the rank's program], timing enabled
+  // Communication ops: the end of the send half and the start of the receive half (after the stream
+  // waited for the peers' rows). Between the two the op's stream only waits.
+  std::vector<cudaEvent_t> op_sent, op_arrived;
+  std::vector<std::uint8_t> wait_measured;  // [op]: both recorded this step (rows from this process only)
   cudaEvent_t step_begin = nullptr;
   gm::dtensor load;  // fp32 [chunk][layer][expert] routed copies this step
   gm::dtensor loss;  // one double: the step's summed cross-entropy
@@ -58,7 +63,7 @@ struct device_rank {
       }
     for (auto s : {p2p, release})
       if (s) cudaStreamDestroy(s);
-    for (auto* list : {&op_start, &op_end})
+    for (auto* list : {&op_start, &op_end, &op_sent, &op_arrived})
       for (auto e : *list) cudaEventDestroy(e);
     if (step_begin) cudaEventDestroy(step_begin);
   }
@@ -261,9 +266,9 @@ expected<void> attach_gpu(rank_context& ctx, std::shared_ptr<device_gpu> gpu, in
     }
   for (auto* s : {&g->p2p, &g->release})
     if (auto ok = check(cudaStreamCreateWithPriority(s, cudaStreamNonBlocking, greatest), "cudaStreamCreate"); !ok) return ok;
-  g->op_start.assign(program_ops, nullptr);
-  g->op_end.assign(program_ops, nullptr);
-  for (auto* list : {&g->op_start, &g->op_end})
+  for (auto* list : {&g->op_start, &g->op_end, &g->op_sent, &g->op_arrived}) list->assign(program_ops, nullptr);
+  g->wait_measured.assign(program_ops, 0);
+  for (auto* list : {&g->op_start, &g->op_end, &g->op_sent, &g->op_arrived})
     for (auto& e : *list)
       if (auto ok = check(cudaEventCreate(&e), "cudaEventCreate"); !ok) return ok;
   if (auto ok = check(cudaEventCreate(&g->step_begin), "cudaEventCreate"); !ok) return ok;
@@ -311,6 +316,8 @@ expected<std::vector<payload>> gpu_exchange_out(rank_context& ctx, const op_requ
     default: return unexpected(errc::internal, where(ctx, op) + ": not a communication op");
   }
   if (!blocks) return forward_error(located(ctx, op, forward_error(blocks)));
+  if (auto ok = check(cudaEventRecord(ctx.gpu->op_sent.at(op.index), lane.stream), "cudaEventRecord"); !ok)
+    return forward_error(located(ctx, op, ok));
   std::vector<payload> out;
   for (auto& b : *blocks) {
     out.push_back(wrap(std::move(b)));
@@ -325,6 +332,19 @@ expected<void> gpu_exchange_in(rank_context& ctx, const op_request& op, std::vec
   device_run& dev = gpu_run(ctx, op.chunk, op.microbatch);
   const auto lc = call_of(ctx, op, lane);
   auto& s = dev.layers[op.layer];
+  // The receive half starts once the peers' rows on this GPU are written. Rows from other processes
+  // were staged through the host or moved by the transport, work no GPU event of ours covers: then the
+  // whole op counts as communication.
+  const bool same_process = std::all_of(from.begin(), from.end(), [](const payload& p) { return p.device != nullptr; });
+  if (same_process) {
+    for (const auto& p : from)
+      if (const auto& ready = std::static_pointer_cast<gm::device_block>(p.device)->ready)
+        if (auto ok = check(cudaStreamWaitEvent(lane.stream, ready.get(), 0), "waiting for a peer's rows"); !ok)
+          return located(ctx, op, ok);
+    if (auto ok = check(cudaEventRecord(ctx.gpu->op_arrived.at(op.index), lane.stream), "cudaEventRecord"); !ok)
+      return located(ctx, op, ok);
+    ctx.gpu->wait_measured.at(op.index) = 1;
+  }
   std::vector<gm::device_block> blocks;
   for (auto& p : from) {
     if (auto ok = gpu_enter_process(ctx, p); !ok) return located(ctx, op, ok);  // from another process
@@ -528,6 +548,7 @@ expected<void> gpu_begin_step(rank_context& ctx) {
   if (auto ok = check(cudaMemsetAsync(g.load->data(), 0, g.load->bytes(), g.release), "clearing the load counters"); !ok) return ok;
   if (auto ok = check(cudaMemsetAsync(g.loss->data(), 0, sizeof(double), g.release), "clearing the loss"); !ok) return ok;
   if (auto ok = check(cudaStreamSynchronize(g.release), "starting the step"); !ok) return ok;
+  std::fill(g.wait_measured.begin(), g.wait_measured.end(), 0);
   return check(cudaEventRecord(g.step_begin, g.release), "cudaEventRecord");
 }
 
@@ -554,6 +575,16 @@ expected<void> gpu_end_step(rank_context& ctx, std::vector<op_timing>& timings) 
       continue;  // a pipeline message: no events, host times stay
     t.start_ns = static_cast<std::int64_t>(static_cast<double>(start_ms) * 1e6);
     t.end_ns = static_cast<std::int64_t>(static_cast<double>(end_ms) * 1e6);
+    // A comm op's wait in GPU time too (host times would not line up with these).
+    float sent_ms = 0, arrived_ms = 0;
+    if (t.wait_end_ns > 0 && g.wait_measured[t.index] &&
+        cudaEventElapsedTime(&sent_ms, g.step_begin, g.op_sent[t.index]) == cudaSuccess &&
+        cudaEventElapsedTime(&arrived_ms, g.step_begin, g.op_arrived[t.index]) == cudaSuccess && arrived_ms >= sent_ms) {
+      t.wait_start_ns = static_cast<std::int64_t>(static_cast<double>(sent_ms) * 1e6);
+      t.wait_end_ns = static_cast<std::int64_t>(static_cast<double>(arrived_ms) * 1e6);
+    } else {
+      t.wait_start_ns = t.wait_end_ns = 0;
+    }
   }
   cudaGetLastError();  // the elapsed-time queries of unrecorded events leave an error behind
   for (std::size_t c = 0; c < ctx.chunks.size(); ++c)

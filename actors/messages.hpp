@@ -44,12 +44,19 @@ struct op_result {
   std::string error;           // when !ok: what failed, for the experiment error
   std::int64_t start_ns = 0;   // since the step began
   std::int64_t end_ns = 0;
+  // A communication op's wait for its peers, between its send half and its receive half (both 0: none
+  // measured). Nothing of the op runs then: the span is the op's length, the rest is its busy time.
+  std::int64_t wait_start_ns = 0;
+  std::int64_t wait_end_ns = 0;
 };
 
 struct op_timing {
   std::int32_t index = 0;
   std::int64_t start_ns = 0;
   std::int64_t end_ns = 0;
+  std::int64_t wait_start_ns = 0;  // as in op_result
+  std::int64_t wait_end_ns = 0;
+  std::int64_t busy_ns() const { return end_ns - start_ns - (wait_end_ns - wait_start_ns); }
 };
 
 // A rank's account of one step.
@@ -112,11 +119,12 @@ typename Inspector::result_type inspect(Inspector& f, op_request& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, op_result& x) {
-  return f(caf::meta::type_name("loom::op_result"), x.index, x.ok, x.error, x.start_ns, x.end_ns);
+  return f(caf::meta::type_name("loom::op_result"), x.index, x.ok, x.error, x.start_ns, x.end_ns, x.wait_start_ns,
+           x.wait_end_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, op_timing& x) {
-  return f(caf::meta::type_name("loom::op_timing"), x.index, x.start_ns, x.end_ns);
+  return f(caf::meta::type_name("loom::op_timing"), x.index, x.start_ns, x.end_ns, x.wait_start_ns, x.wait_end_ns);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_report& x) {

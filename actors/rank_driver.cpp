@@ -96,13 +96,14 @@ void pump(self_ptr self);
 void send_now(self_ptr self, int i);
 
 // Marks op i done and releases what waited on it.
-void complete(self_ptr self, int i, std::int64_t start_ns, std::int64_t end_ns) {
+void complete(self_ptr self, int i, std::int64_t start_ns, std::int64_t end_ns, std::int64_t wait_start_ns = 0,
+              std::int64_t wait_end_ns = 0) {
   auto& st = self->state;
   if (st.done[i]) return;
   st.done[i] = 1;
   --st.remaining;
   ++st.progress;
-  st.timings.push_back({i, start_ns, end_ns});
+  st.timings.push_back({i, start_ns, end_ns, wait_start_ns, wait_end_ns});
   const program_op& o = op_at(self, i);
   for (int d : st.dependents[i])
     if (--st.waiting[d] == 0 && op_at(self, d).kind == op_kind::send) st.ready_sends.push_back(d);
@@ -173,7 +174,7 @@ void issue(self_ptr self, int s, int i) {
             if (!st.active) return;
             if (!r.ok) return fail_step(self, r.error);
             st.running[s] = -1;
-            complete(self, r.index, r.start_ns, r.end_ns);
+            complete(self, r.index, r.start_ns, r.end_ns, r.wait_start_ns, r.wait_end_ns);
             pump(self);
           },
           [self](caf::error& e) {

@@ -6,7 +6,11 @@
 For every overlapped forward-and-backward pair (actions of category "F&B", DualPipe's chunk pairs with the
 DeepSeek-V3 recipe), the comm ops of that rank that run inside the pair (dispatch and combine) are
 compared with the union of the rank's compute ops over the same time: the hidden fraction is the comm
-time that some compute op covers. The pair's duration is compared with a forward alone plus a backward
+time that some compute op covers. A comm op shows in the trace as its busy halves (its send half and its
+receive half; the wait for the peers between them is not drawn), so this is the fraction of the work of
+communication that ran under computation; report.json's measured.comm has the same figure
+(pair_hidden_fraction) and the stricter one that counts the waits as exposed (pair_span_hidden_fraction).
+The pair's duration is compared with a forward alone plus a backward
 alone (the schedule's unpaired F and B actions) on the same rank. Medians, so the first step's warm-up
 does not dominate. Prints one line per measure and exits 1 when the trace has no F&B pair.
 """

@@ -2,6 +2,7 @@
 // loop, the trace shows the compiled order, and failures end the experiment with a clear error.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include "dsl/load.hpp"
 #include "kernels/gpu_probe.hpp"
 #include "kernels/model/reference_trainer.hpp"
+#include "runtime/exec/overlap_measure.hpp"
 #include "runtime/exec/report_writer.hpp"
 #include "runtime/exec/run.hpp"
 
@@ -176,6 +178,80 @@ BOOST_AUTO_TEST_CASE(trace_follows_the_compiled_order) {
       BOOST_TEST(fs::file_size(fs::path(c.e.out_dir) / "timeline.svg") > 1000u);
     }
   }
+}
+
+// A comm op's span is its send half, its wait for the peers and its receive half: the report counts
+// the halves as communication, the trace draws only them, and the hidden part is what the same rank's
+// compute covered (checked here against a plain sweep over the op times).
+BOOST_AUTO_TEST_CASE(communication_is_measured_without_its_waits) {
+  auto c = prepare(experiment_text("dualpipe", 4, 2, 1));
+  c.e.out_dir = (fs::temp_directory_path() / "loom-comm-overlap").string();
+  auto r = exec::run_experiment(c.e, c.s.sched);
+  BOOST_TEST_REQUIRE(r.has_value());
+  BOOST_TEST_REQUIRE(r->ok, r->error);
+  const auto& so = r->outcome.steps.at(0);
+  double span = 0, wait = 0, hidden = 0;
+  int waited = 0, pairs = 0;
+  for (std::size_t g = 0; g < so.ranks.size(); ++g) {
+    const auto& prog = r->lowered.ranks[g / r->ep];
+    for (const auto& action : c.s.sched.programs[g / r->ep]) pairs += action.second ? 1 : 0;
+    std::vector<std::pair<std::int64_t, std::int64_t>> compute, busy;
+    for (const auto& t : so.ranks[g].ops) {
+      const auto kind = prog.ops[t.index].kind;
+      if (kind == actors::op_kind::send || kind == actors::op_kind::recv) continue;
+      if (!actors::is_comm(kind)) {
+        compute.push_back({t.start_ns, t.end_ns});
+        continue;
+      }
+      span += (t.end_ns - t.start_ns) * 1e-6;
+      if (t.wait_end_ns > 0) {
+        BOOST_TEST_REQUIRE(t.start_ns <= t.wait_start_ns);
+        BOOST_TEST_REQUIRE(t.wait_start_ns <= t.wait_end_ns);
+        BOOST_TEST_REQUIRE(t.wait_end_ns <= t.end_ns);
+        ++waited;
+        wait += (t.wait_end_ns - t.wait_start_ns) * 1e-6;
+        busy.push_back({t.start_ns, t.wait_start_ns});
+        busy.push_back({t.wait_end_ns, t.end_ns});
+      } else {
+        busy.push_back({t.start_ns, t.end_ns});
+      }
+    }
+    // Each busy nanosecond is hidden when some compute op runs then: sweep the event points.
+    for (auto [a, b] : busy) {
+      std::vector<std::int64_t> cuts{a, b};
+      for (auto [x, y] : compute)
+        for (auto v : {x, y})
+          if (v > a && v < b) cuts.push_back(v);
+      std::sort(cuts.begin(), cuts.end());
+      for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
+        const auto mid2 = cuts[i] + cuts[i + 1];  // twice the midpoint: no rounding
+        if (std::any_of(compute.begin(), compute.end(), [&](auto iv) { return 2 * iv.first <= mid2 && mid2 < 2 * iv.second; }))
+          hidden += (cuts[i + 1] - cuts[i]) * 1e-6;
+      }
+    }
+  }
+  BOOST_TEST(waited > 0);  // ep = 2: every exchange waits for its peer at least a little
+  const auto m = exec::measure_overlap(c.s.sched, *r, 0);
+  BOOST_TEST(m.busy_ms + m.wait_ms == span, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(m.wait_ms == wait, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(m.hidden_ms == hidden, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(m.pairs == pairs);
+  BOOST_TEST(m.pair_busy_ms > 0);
+  BOOST_TEST(m.pair_busy_ms <= m.busy_ms);
+  BOOST_TEST(m.hidden_fraction() >= 0.0);
+  BOOST_TEST(m.hidden_fraction() <= 1.0);
+
+  BOOST_TEST_REQUIRE(exec::write_outputs(c.e, c.s.sched, *r).has_value());
+  auto report = nlohmann::json::parse(read(fs::path(c.e.out_dir) / "report.json"));
+  BOOST_TEST(report["measured"]["comm"]["busy"].get<double>() == m.busy_ms, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(report["measured"]["comm"]["pair_hidden_fraction"].get<double>() == m.pair_hidden_fraction(),
+             boost::test_tools::tolerance(1e-9));
+  // The trace's comm lane shows the busy halves only (its times are microseconds).
+  auto trace = nlohmann::json::parse(read(fs::path(c.e.out_dir) / "trace.json"));
+  double drawn = 0;
+  for (const auto& ev : trace["traceEvents"])
+    if (ev.value("ph", "") == "X" && ev.value("tid", -1) == 2) drawn += ev["dur"].get<double>() * 1e-3;
+  BOOST_TEST(drawn == m.busy_ms, boost::test_tools::tolerance(1e-3));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

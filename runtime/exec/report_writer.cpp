@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/exec/overlap_measure.hpp"
 #include "runtime/report/chrome_trace.hpp"
 #include "runtime/report/timeline_svg.hpp"
 
@@ -103,7 +104,15 @@ report::timeline measured_timeline(const schedule::schedule& s, const run_result
           lo = std::min(lo, op->start_ns);
           hi = std::max(hi, op->end_ns);
         }
-        e.components.push_back({ms(op->start_ns), ms(op->end_ns), actors::component_name(po.kind), actors::is_comm(po.kind), po.layer});
+        const bool comm = actors::is_comm(po.kind);
+        const char* name = actors::component_name(po.kind);
+        if (comm && op->wait_end_ns > op->wait_start_ns && op->wait_start_ns >= op->start_ns && op->wait_end_ns <= op->end_ns) {
+          // Its send half and its receive half: between them it only waits for the peers.
+          e.components.push_back({ms(op->start_ns), ms(op->wait_start_ns), name, true, po.layer});
+          e.components.push_back({ms(op->wait_end_ns), ms(op->end_ns), name, true, po.layer});
+        } else {
+          e.components.push_back({ms(op->start_ns), ms(op->end_ns), name, comm, po.layer});
+        }
       }
       if (lo == INT64_MAX) {
         lo = lo_any;
@@ -200,6 +209,16 @@ nlohmann::json make_report(const experiment& e, const schedule::schedule& s, con
                      {"idle", m.idle_ms},
                      {"bubble", m.idle_ms},
                      {"bubble_ratio", m.makespan_ms > 0 ? idle_sum / (m.makespan_ms * m.idle_ms.size()) : 0}};
+    const auto o = measure_overlap(s, r, last);
+    j["measured"]["comm"] = {{"busy", o.busy_ms},
+                             {"wait", o.wait_ms},
+                             {"hidden", o.hidden_ms},
+                             {"hidden_fraction", o.hidden_fraction()},
+                             {"pairs", o.pairs},
+                             {"pair_busy", o.pair_busy_ms},
+                             {"pair_wait", o.pair_wait_ms},
+                             {"pair_hidden_fraction", o.pair_hidden_fraction()},
+                             {"pair_span_hidden_fraction", o.pair_span_hidden_fraction()}};
     // Per-op timings: count, mean and total per kind of op, over all steps and ranks.
     std::map<std::string, std::pair<double, double>> per_kind;  // name -> (count, total ms)
     std::int64_t peak_any = 0;
