@@ -1,7 +1,8 @@
 // The `loom` command on bad inputs, run as a subprocess: it must fail cleanly (exit status 1 or 2,
 // never a signal, never 0), name the file (and line:col where there is one) and finish within a
 // second. And on good inputs: the built-in schedules reproduce the shared reference orders byte for
-// byte, and `loom sim --json` reproduces the shared simulation results.
+// byte, and `loom sim --json` reproduces the shared simulation results. And the front end: `loom run`,
+// `loom worker` and `loom devices` behave as they did when one binary held every command.
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -63,8 +64,10 @@ const scratch& temp() {
   return s;
 }
 
-// Runs the loom binary with `args` from the source folder, killing it after `limit` seconds.
-run_result run_loom(const std::vector<std::string>& args, double limit = 10.0) {
+// Runs the loom binary (or `bin`) with `args` from the source folder, with `env` ("NAME=VALUE")
+// added to the environment, killing it after `limit` seconds.
+run_result run_loom(const std::vector<std::string>& args, double limit = 10.0, const std::string& bin = LOOM_BINARY,
+                    const std::vector<std::string>& env = {}) {
   run_result r;
   const fs::path out = temp().dir / "stdout.txt", err = temp().dir / "stderr.txt";
   auto start = std::chrono::steady_clock::now();
@@ -79,13 +82,14 @@ run_result run_loom(const std::vector<std::string>& args, double limit = 10.0) {
     ::dup2(o, 1);
     ::dup2(e, 2);
     if (::chdir(LOOM_SOURCE_DIR) != 0) ::_exit(127);
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     std::vector<char*> argv;
-    std::string bin = LOOM_BINARY;
-    argv.push_back(bin.data());
+    std::string program = bin;
+    argv.push_back(program.data());
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
+    ::execv(program.c_str(), argv.data());
     ::_exit(127);
   }
   int wstatus = 0;
@@ -337,6 +341,69 @@ BOOST_AUTO_TEST_CASE(sim_reproduces_the_public_results) {
       BOOST_TEST(j["level"].get<std::string>() == "action");
     }
   }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// `loom` is a front end that becomes loom-engine for run, worker and devices (apps/loom/engine.hpp):
+// users still type `loom run`, and see the engine's exit status and output as if it were one program.
+BOOST_AUTO_TEST_SUITE(cli_front_end)
+
+BOOST_AUTO_TEST_CASE(help_lists_every_command) {
+  auto h = run_loom({"--help"});
+  BOOST_TEST(h.status == 0, shown(h));
+  for (const char* cmd : {"run", "worker", "check", "compile", "sim", "plot", "convert", "devices", "rebalance", "submit",
+                          "status", "logs", "cancel", "results", "list", "compare", "hosts"})
+    BOOST_TEST(std::regex_search(h.out, std::regex(std::string("\\n  ") + cmd + " ")), cmd << " missing from --help: " << shown(h));
+  auto run_help = run_loom({"run", "--help"});
+  BOOST_TEST(run_help.status == 0, shown(run_help));
+  BOOST_TEST(run_help.out.find("--procs") != std::string::npos, shown(run_help));
+}
+
+BOOST_AUTO_TEST_CASE(engine_commands_pass_exit_status_and_output_through) {
+  auto usage = run_loom({"run"});
+  BOOST_TEST(usage.status == 2, shown(usage));
+  BOOST_TEST(usage.err.find("EXPERIMENT is required") != std::string::npos, shown(usage));
+  auto missing = run_loom({"run", "no-such-experiment.toml"});
+  BOOST_TEST(missing.status == 1, shown(missing));
+  BOOST_TEST(missing.err.find("no-such-experiment.toml") != std::string::npos, shown(missing));
+  auto worker = run_loom({"worker"});
+  BOOST_TEST(worker.status == 2, shown(worker));
+  BOOST_TEST(worker.err.find("--rendezvous is required") != std::string::npos, shown(worker));
+  auto devices = run_loom({"devices"});
+  BOOST_TEST(devices.status == 0, shown(devices));
+  BOOST_TEST((devices.out.rfind("gpu ", 0) == 0 || devices.out.rfind("no GPU: ", 0) == 0), shown(devices));
+}
+
+BOOST_AUTO_TEST_CASE(loom_run_runs_an_experiment) {
+  const fs::path out = temp().dir / "run-out";
+  auto r = run_loom({"run", "examples/cpu-small.toml", "--set", "steps=1", "--out", out.string()}, 120.0);
+  BOOST_TEST_REQUIRE(r.status == 0, shown(r));
+  BOOST_TEST(r.out.find("report: ") != std::string::npos, shown(r));
+  BOOST_TEST(fs::exists(out / "report.json"));
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_engine_is_named) {
+  // A copy of loom alone in a folder: the schedule tools work, run says what is missing.
+  const fs::path lonely = temp().dir / "lonely";
+  fs::create_directories(lonely);
+  fs::copy_file(LOOM_BINARY, lonely / "loom", fs::copy_options::overwrite_existing);
+  auto check = run_loom({"check", "schedules/dualpipe.sched", "--set", "ranks=4", "--set", "microbatches=8"}, 10.0,
+                        (lonely / "loom").string());
+  BOOST_TEST(check.status == 0, shown(check));
+  auto r = run_loom({"run", "examples/cpu-small.toml"}, 10.0, (lonely / "loom").string());
+  BOOST_TEST(r.status == 1, shown(r));
+  BOOST_TEST(r.err.find((lonely / "loom-engine").string() + " does not exist") != std::string::npos, shown(r));
+  fs::remove_all(lonely);
+}
+
+BOOST_AUTO_TEST_CASE(the_front_end_loads_none_of_the_runtime_libraries) {
+  // What makes `loom status` quick: the dynamic loader lists what the front end loads.
+  auto r = run_loom({}, 10.0, LOOM_BINARY, {"LD_TRACE_LOADED_OBJECTS=1"});
+  BOOST_TEST_REQUIRE(r.status == 0, shown(r));
+  BOOST_TEST(r.out.find("libcaf_core") != std::string::npos, shown(r));
+  for (const char* lib : {"libucp", "libucs", "libopenblas", "libcudart", "libcublas", "libnccl"})
+    BOOST_TEST(r.out.find(lib) == std::string::npos, lib << " is loaded by the front end: " << shown(r));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

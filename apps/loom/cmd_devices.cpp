@@ -2,12 +2,13 @@
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
+#include "apps/loom/engine.hpp"
 #include "kernels/gpu_probe.hpp"
 
 namespace loom::app {
 
 void add_devices_command(CLI::App& app, action& selected) {
-  auto* cmd = app.add_subcommand("devices", "List the GPUs loom can use (and say why when there are none)");
+  auto* cmd = app.add_subcommand("devices", engine_about("devices"));
   cmd->callback([&selected] {
     selected = [] {
       auto gpus = kernels::list_gpus();

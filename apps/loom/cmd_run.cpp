@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
+#include "apps/loom/engine.hpp"
 #include "apps/loom/local_workers.hpp"
 #include "apps/loom/run_output.hpp"
 #include "apps/loom/schedule_options.hpp"
@@ -99,7 +100,7 @@ int run(const run_options& o) {
 }  // namespace
 
 void add_run_command(CLI::App& app, action& selected) {
-  auto* cmd = app.add_subcommand("run", "Run an experiment in this process (no daemon) and write its report");
+  auto* cmd = app.add_subcommand("run", engine_about("run"));
   auto o = std::make_shared<run_options>();
   cmd->add_option("EXPERIMENT", o->file, "Experiment file (TOML)")->required();
   cmd->add_option("--set", o->set, "Override a setting: dotted.key=value (repeatable), e.g. --set schedule.file=x.sched")

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "apps/loom/commands.hpp"
+#include "apps/loom/engine.hpp"
 #include "apps/loom/run_output.hpp"
 #include "apps/loom/schedule_options.hpp"
 #include "runtime/cluster/cluster_run.hpp"
@@ -93,7 +94,7 @@ int run_worker_command(const worker_options& o) {
 }  // namespace
 
 void add_worker_command(CLI::App& app, action& selected) {
-  auto* cmd = app.add_subcommand("worker", "One rank of a run with one process per rank (started by mpirun, srun or loomd)");
+  auto* cmd = app.add_subcommand("worker", engine_about("worker"));
   auto o = std::make_shared<worker_options>();
   cmd->add_option("EXPERIMENT", o->file, "Experiment file (rank 0 only; the others receive it)");
   cmd->add_option("--rendezvous", o->rendezvous, "HOST:PORT where rank 0 listens (rank 0: port 0 picks a free one)")->required();

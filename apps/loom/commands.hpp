@@ -12,6 +12,7 @@ namespace loom::app {
 using action = std::function<int()>;
 
 // Registers a subcommand on `app`; when it is the one selected, `selected` is set to its action.
+// run, worker and devices belong to loom-engine (engine_main.cpp), the others to loom (main.cpp).
 void add_devices_command(CLI::App& app, action& selected);
 void add_rebalance_command(CLI::App& app, action& selected);
 void add_check_command(CLI::App& app, action& selected);

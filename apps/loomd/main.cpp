@@ -20,6 +20,7 @@
 #include <random>
 #include <thread>
 
+#include "apps/loom/engine.hpp"
 #include "kernels/gpu_probe.hpp"
 #include "loom/version.hpp"
 #include "runtime/daemon/clock.hpp"
@@ -129,6 +130,9 @@ int serve(const options& o) {
   s.queue.loom_program = executable_dir() + "/loom";
   if (::access(s.queue.loom_program.c_str(), X_OK) != 0)
     return fail(s.queue.loom_program + ": no loom binary next to loomd (it runs the experiments)");
+  // `loom run` and `loom worker` are loom-engine's: refuse to start rather than fail every run.
+  if (const std::string engine = executable_dir() + "/" + loom::app::engine_binary; ::access(engine.c_str(), X_OK) != 0)
+    return fail(engine + ": no " + loom::app::engine_binary + " next to loomd (`loom run` and `loom worker` run in it)");
   s.queue.jobs = o.jobs;
   if (o.jobs <= 0) {
     auto gpus = loom::kernels::list_gpus();
