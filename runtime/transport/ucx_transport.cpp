@@ -1,8 +1,7 @@
 #include "runtime/transport/ucx_transport.hpp"
 
-#include "actors/transport_collectives.hpp"
-
 #include <poll.h>
+#include <sys/mman.h>
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
@@ -12,26 +11,72 @@
 #include <cstring>
 #include <deque>
 #include <functional>
-#include <future>
-#include <map>
 #include <mutex>
+#include <new>
 #include <thread>
-#include <tuple>
+#include <unordered_map>
+
+#include "actors/transport_collectives.hpp"
+#include "runtime/transport/ucx_matching.hpp"
+#include "runtime/transport/ucx_wire.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace loom::transport {
 
 namespace {
 
-// The UCX tag of a message: the sender's rank (15 bits), a flag set on the data part of a large
-// payload (1 bit), and loom's 48-bit tag.
-constexpr std::uint64_t tag_mask = (std::uint64_t{1} << actors::tag_bits) - 1;
-constexpr std::uint64_t data_flag = std::uint64_t{1} << actors::tag_bits;
-constexpr int rank_shift = actors::tag_bits + 1;
-// Payloads up to this size travel as one message (a copy is cheap); larger ones as a header followed
-// by the data, sent from and received into the payload's own vectors (no copy).
-constexpr std::size_t inline_limit = 8192;
+namespace wire = ucx_wire;
 
 std::string ucs_text(ucs_status_t s) { return ucs_status_string(s); }
+std::string unreachable(int peer) { return "rank " + std::to_string(peer) + " is unreachable"; }
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// How long the progress thread keeps polling after the last message before it sleeps on the worker's
+// event descriptor. Waking costs tens of microseconds (more on a loaded machine), so a burst of traffic
+// should find it awake; but on a machine with few cores its polling takes a core from the actors.
+constexpr auto spin_before_sleep = std::chrono::microseconds(200);
+// Polling rounds without anything to do before each further round yields the core: where the peer's
+// progress thread (or an actor) shares this core, it gets to run at once, not when our time slice ends.
+constexpr unsigned rounds_before_yield = 64;
+// With operations in flight it must not sleep long: UCX raises no event when a send that waits for
+// room (a full shared-memory FIFO, a full socket) can go on. It polls, yielding the core to any other
+// thread that wants it, and only after this long without progress (a peer that does not answer)
+// sleeps in short naps.
+constexpr auto patience_in_flight = std::chrono::milliseconds(20);
+constexpr int nap_in_flight_ms = 1;
+constexpr int sleep_idle_ms = 100;
+// Receives of at least this size allocate their buffer with the worker unlocked (zero-filling and
+// faulting in megabytes must not hold up a sender on another thread).
+constexpr std::size_t unlock_to_allocate = std::size_t{256} << 10;
+
+// Receive buffers of at least this size are faulted in as transparent huge pages. glibc maps every
+// allocation above 32 MiB afresh (and a window of large ones outgrows its heaps), so each such
+// receive would take a page fault per 4 KiB and its free an unmap as long: at 64 MiB that cost more
+// than the transfer. Asking for huge pages (where the kernel allows them: THP "madvise" or "always")
+// and faulting them in at once makes it a quarter.
+constexpr std::size_t huge_receive = std::size_t{8} << 20;
+void fault_in_huge(void* data, std::size_t bytes) {
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
+  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+  if (end <= begin) return;
+  // Advice only: an older kernel (no MADV_POPULATE_WRITE before 5.14) or THP "never" leaves the
+  // pages to be faulted in by the zero fill, as without it.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#ifdef MADV_POPULATE_WRITE
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#endif
+}
 
 // Whether UCX_TLS names only shared-memory transports. UCX 1.13's shared-memory transports cannot
 // report a failed peer, so endpoints to them are made without peer error handling (UCX refuses the
@@ -50,223 +95,318 @@ bool shared_memory_only() {
   return true;
 }
 
-// A payload as one contiguous message: three counts, then floats, doubles and ints.
-std::vector<std::uint8_t> serialize(const actors::payload& p) {
-  const std::uint64_t n[3] = {p.f.size(), p.d.size(), p.i.size()};
-  std::vector<std::uint8_t> out(sizeof n + p.f.size() * 4 + p.d.size() * 8 + p.i.size() * 4);
-  std::uint8_t* at = out.data();
-  std::memcpy(at, n, sizeof n);
-  at += sizeof n;
-  if (!p.f.empty()) std::memcpy(at, p.f.data(), p.f.size() * 4);
-  at += p.f.size() * 4;
-  if (!p.d.empty()) std::memcpy(at, p.d.data(), p.d.size() * 8);
-  at += p.d.size() * 8;
-  if (!p.i.empty()) std::memcpy(at, p.i.data(), p.i.size() * 4);
-  return out;
-}
+// The UCP worker is used by the progress thread and by every thread that sends, one at a time (UCX's
+// SERIALIZED mode). The progress thread takes the lock in a loop, so a sender that is waiting gets it
+// first: the progress thread holds back while `waiting` is non-zero.
+class worker_lock {
+ public:
+  void lock_for_send() {
+    waiting_.fetch_add(1, std::memory_order_acq_rel);
+    mutex_.lock();
+    waiting_.fetch_sub(1, std::memory_order_release);
+  }
+  void lock_for_progress() {
+    for (int spins = 0; waiting_.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < 64) cpu_relax();
+      else std::this_thread::yield();
+    }
+    mutex_.lock();
+  }
+  void unlock() { mutex_.unlock(); }
 
-expected<actors::payload> deserialize(const std::uint8_t* data, std::size_t size) {
-  std::uint64_t n[3];
-  if (size < sizeof n) return unexpected(errc::transport_error, "ucx transport: a message shorter than its header");
-  std::memcpy(n, data, sizeof n);
-  if (n[0] > size || n[1] > size || n[2] > size || sizeof n + n[0] * 4 + n[1] * 8 + n[2] * 4 != size)
-    return unexpected(errc::transport_error, "ucx transport: a message whose sizes do not add up");
-  actors::payload p;
-  p.f.resize(n[0]);
-  p.d.resize(n[1]);
-  p.i.resize(n[2]);
-  const std::uint8_t* at = data + sizeof n;
-  if (n[0]) std::memcpy(p.f.data(), at, n[0] * 4);
-  at += n[0] * 4;
-  if (n[1]) std::memcpy(p.d.data(), at, n[1] * 8);
-  at += n[1] * 8;
-  if (n[2]) std::memcpy(p.i.data(), at, n[2] * 4);
-  return p;
-}
+ private:
+  std::mutex mutex_;
+  std::atomic<int> waiting_{0};
+};
+
+// A message being received: a payload in one message, or a lead and its bodies. Kept per sender in
+// the order the messages were probed, and handed on in that order once complete, so payloads reach
+// the matching table (and the arrival hook) in each sender's order whatever order UCX completes them.
+struct inbound {
+  std::uint64_t tag = 0;
+  actors::payload data;
+  std::vector<std::uint8_t> bytes;  // a packed or lead message, until unpacked
+  wire::header h{};
+  int running = 0;          // UCX receives of it still in flight
+  bool lead = false;        // a lead: bodies follow
+  bool unpacked = false;    // lead: its header has been read (`bodies` is known)
+  unsigned bodies = 0;      // lead: the vectors its header says follow as bodies
+  unsigned bodies_seen = 0; // lead: the bodies probed so far
+  std::string error;        // set: the payload is lost; its receive fails with this
+  bool complete() const {
+    if (running > 0) return false;
+    return !error.empty() || !lead || (unpacked && bodies_seen == bodies);
+  }
+};
 
 struct ucx_state;
 
-// What a pending UCX operation keeps alive until its callback.
-struct send_request {
-  std::vector<std::uint8_t> bytes;  // the inline message, or the header of a large one
-  actors::payload data;             // a large payload, sent in place
-  int parts = 0;                    // sends still in flight (header and data parts)
+// The state of one UCX operation in flight, kept in the request's own space (ucp_params_t::request_size),
+// so a message costs no allocation of ours. Sends keep their data alive here until UCX is done with it.
+struct op {
+  ucx_state* owner = nullptr;
+  void* request = nullptr;
+  op* prev = nullptr;
+  op* next = nullptr;
+  bool receiving = false;
+  // Receiving: the message it belongs to and whether this part is a packed or lead message.
+  int from = -1;
+  inbound* rec = nullptr;
+  bool bytes_part = false;
+  // Sending: the vector or the packed bytes being sent.
+  actors::payload data;
+  std::vector<std::uint8_t> bytes;
 };
-struct recv_request {
-  ucx_state* owner;
-  std::vector<std::uint8_t> bytes;  // an inline message or a header
-  std::uint64_t tag;                // the UCX tag it came with
-  actors::payload data;             // a large payload, received in place
-  bool data_phase = false;          // receiving the data parts (UCX does not report their tag)
-  int parts_left = 0;               // data parts still to arrive
-  bool failed = false;              // a data part failed: the payload is dropped
-};
+constexpr std::size_t op_space = sizeof(op) + alignof(op);
+op* op_at(void* request) {
+  auto at = (reinterpret_cast<std::uintptr_t>(request) + alignof(op) - 1) & ~(std::uintptr_t{alignof(op)} - 1);
+  return std::launder(reinterpret_cast<op*>(at));
+}
 
 struct ucx_state {
   int rank = 0, world = 1;
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::vector<ucp_ep_h> endpoints;
+  int event_fd = -1;
   std::thread progress;
   std::atomic<bool> running{false};
-  int event_fd = -1;
-
-  // Work for the progress thread, which alone touches the UCP worker and its endpoints (so a peer
-  // failing never races a send on another thread).
-  std::mutex task_mutex;
-  std::vector<std::function<void()>> tasks;
-  void post(std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> lock(task_mutex);
-      tasks.push_back(std::move(task));
-    }
-    if (sleeping.load()) ucp_worker_signal(worker);  // a spinning progress thread sees the task anyway
-  }
   std::atomic<bool> sleeping{false};  // the progress thread waits on the event descriptor
-  // Runs a task on the progress thread and waits for it.
-  void run(std::function<void()> task) {
-    std::promise<void> done;
-    auto f = done.get_future();
-    post([&] {
-      task();
-      done.set_value();
-    });
-    f.wait();
-  }
-  bool run_tasks() {
-    std::vector<std::function<void()>> now;
-    {
-      std::lock_guard<std::mutex> lock(task_mutex);
-      now.swap(tasks);
-    }
-    for (auto& t : now) t();
-    return !now.empty();
-  }
+  std::function<void(int from, actors::payload&)> on_arrival;
+  ucx_matching table;
 
-  // The matching table: payloads that arrived before their receive, receives before their payload.
-  std::mutex mutex;
-  using key = std::tuple<int, std::uint64_t>;  // (from, tag)
-  std::map<key, std::deque<actors::payload>> arrived;
-  std::map<key, std::deque<actors::receive_callback>> waiting;
-  std::vector<bool> lost;  // peers whose endpoint failed
-  bool aborted = false;
-  loom::error why;
+  // Under `lock`: everything that touches the worker, its endpoints and the messages being received.
+  worker_lock lock;
+  std::vector<ucp_ep_h> endpoints;
+  std::vector<std::pair<ucx_state*, int>*> error_args;
+  bool closed = false;
+  bool kicked = false;                   // a send left work for progress since the last progress call
+  std::vector<std::deque<inbound>> inbox;  // [sender]: messages in the order probed
+  std::vector<inbound*> open_lead;       // [sender]: the lead whose bodies are arriving
+  std::vector<int> ready_senders;        // senders whose first message may be complete
+  std::vector<actors::payload> garbage;  // sent data to free once unlocked (freeing megabytes is slow)
+  std::vector<int> failed_peers;         // endpoints that failed, to report once unlocked
+  std::vector<std::uint8_t> spare;       // a byte buffer kept for the next packed message
+  op* ops = nullptr;                     // every operation in flight
 
   ~ucx_state() { shutdown(); }
 
-  // Sees every payload as it arrives, in each sender's order, before matching (ucx_on_arrival).
-  std::function<void(int from, actors::payload&)> on_arrival;
+  // ---- operations in flight
 
-  void deliver(int from, std::uint64_t tag, actors::payload p) {
-    if (on_arrival) on_arrival(from, p);
-    actors::receive_callback cb;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      auto it = waiting.find({from, tag});
-      if (it == waiting.end() || it->second.empty()) {
-        arrived[{from, tag}].push_back(std::move(p));
-        return;
-      }
-      cb = std::move(it->second.front());
-      it->second.pop_front();
-      if (it->second.empty()) waiting.erase(it);
-    }
-    cb(std::move(p));
+  op* adopt(void* request) {
+    op* o = new (op_at(request)) op;
+    o->owner = this;
+    o->request = request;
+    o->next = ops;
+    if (ops) ops->prev = o;
+    ops = o;
+    return o;
+  }
+  void retire(op* o) {
+    if (o->prev) o->prev->next = o->next;
+    else ops = o->next;
+    if (o->next) o->next->prev = o->prev;
+    void* request = o->request;
+    o->~op();
+    ucp_request_free(request);
   }
 
-  // Fails the receives waiting on `peer` (or on everyone, with peer < 0).
-  void fail_waiting(int peer, const loom::error& e) {
-    std::vector<actors::receive_callback> failed;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      for (auto it = waiting.begin(); it != waiting.end();) {
-        if (peer < 0 || std::get<0>(it->first) == peer) {
-          for (auto& cb : it->second) failed.push_back(std::move(cb));
-          it = waiting.erase(it);
-        } else {
-          ++it;
+  // ---- sending (under `lock`)
+
+  static void on_send(void* request, ucs_status_t, void*) {
+    op* o = op_at(request);
+    ucx_state& s = *o->owner;
+    if (o->data.bytes() >= unlock_to_allocate) s.garbage.push_back(std::move(o->data));
+    s.retire(o);
+  }
+
+  // Sends one message; `keep` (a payload holding the vector sent) or `bytes` must live until UCX is
+  // done with `buffer`, so they move into the operation unless it completed at once.
+  ucs_status_t issue(ucp_ep_h ep, const void* buffer, std::size_t length, std::uint64_t tag, actors::payload* keep,
+                     std::vector<std::uint8_t>* bytes) {
+    static const std::uint8_t nothing = 0;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_DATATYPE;
+    param.cb.send = on_send;
+    param.datatype = ucp_dt_make_contig(1);
+    ucs_status_ptr_t st = ucp_tag_send_nbx(ep, length ? buffer : &nothing, length, tag, &param);
+    if (st == nullptr) return UCS_OK;
+    if (UCS_PTR_IS_ERR(st)) return UCS_PTR_STATUS(st);
+    op* o = adopt(st);
+    if (keep) o->data = std::move(*keep);  // a vector's storage moves with it: `buffer` stays valid
+    if (bytes) o->bytes = std::move(*bytes);
+    kicked = true;
+    return UCS_INPROGRESS;
+  }
+
+  // ---- receiving (under `lock`, on the progress thread)
+
+  static void on_recv(void* request, ucs_status_t status, const ucp_tag_recv_info_t*, void*) {
+    op* o = op_at(request);
+    ucx_state& s = *o->owner;
+    s.finished(o->from, *o->rec, o->bytes_part, status);
+    s.retire(o);
+  }
+
+  void finished(int from, inbound& rec, bool bytes_part, ucs_status_t status) {
+    --rec.running;
+    if (status != UCS_OK && rec.error.empty())
+      rec.error = "ucx transport: receiving from rank " + std::to_string(from) + " failed: " + ucs_text(status);
+    if (bytes_part && status == UCS_OK) {
+      auto bodies = wire::unpack(rec.bytes.data(), rec.bytes.size(), rec.lead, rec.data, rec.h);
+      if (!bodies) {
+        if (rec.error.empty()) rec.error = bodies.error().message + " (from rank " + std::to_string(from) + ")";
+      } else if (rec.lead) {
+        rec.bodies = *bodies;
+        rec.unpacked = true;
+        if ((rec.bodies_seen & ~rec.bodies) && rec.error.empty())
+          rec.error = "ucx transport: rank " + std::to_string(from) + " sent a body its lead did not announce";
+      }
+      if (spare.capacity() < rec.bytes.capacity() && rec.bytes.capacity() <= 4 * wire::inline_limit) {
+        rec.bytes.clear();
+        spare.swap(rec.bytes);
+      }
+    }
+    if (rec.complete()) ready_senders.push_back(from);
+  }
+
+  // Posts the receive of a probed message into `buffer`.
+  void post(ucp_tag_message_h msg, void* buffer, std::size_t length, int from, inbound& rec, bool bytes_part) {
+    static std::uint8_t nothing = 0;
+    ++rec.running;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_DATATYPE;
+    param.cb.recv = on_recv;
+    param.datatype = ucp_dt_make_contig(1);
+    ucs_status_ptr_t st = ucp_tag_msg_recv_nbx(worker, length ? buffer : &nothing, length, msg, &param);
+    if (st == nullptr) return finished(from, rec, bytes_part, UCS_OK);  // done at once: no callback
+    if (UCS_PTR_IS_ERR(st)) return finished(from, rec, bytes_part, UCS_PTR_STATUS(st));
+    op* o = adopt(st);
+    o->receiving = true;
+    o->from = from;
+    o->rec = &rec;
+    o->bytes_part = bytes_part;
+  }
+
+  // Receives a message nobody can use (so UCX lets go of it).
+  void discard(ucp_tag_message_h msg, std::size_t length) {
+    auto* rec = new inbound;  // not in any inbox: freed here once done
+    rec->bytes.resize(length);
+    post(msg, rec->bytes.data(), length, -1, *rec, false);  // sender -1: release() passes it by
+    if (rec->running == 0) delete rec;
+    else orphans.push_back(rec);
+  }
+  std::vector<inbound*> orphans;  // discarded messages still arriving
+
+  // A vector of `n` elements to receive into: the one of `p` that `f` names.
+  template <class V>
+  void* sized(V& v, std::size_t n) {
+    const std::size_t bytes = n * sizeof(typename V::value_type);
+    if (bytes >= unlock_to_allocate) {
+      lock.unlock();  // the probed message stays ours meanwhile
+      v.reserve(n);
+      if (bytes >= huge_receive) fault_in_huge(v.data(), bytes);
+      v.resize(n);
+      lock.lock_for_progress();
+    } else {
+      v.resize(n);
+    }
+    return v.data();
+  }
+  void* vector_for(actors::payload& p, wire::form f, std::size_t length) {
+    switch (f) {
+      case wire::form::floats: case wire::form::body_f: return sized(p.f, length / sizeof(float));
+      case wire::form::doubles: case wire::form::body_d: return sized(p.d, length / sizeof(double));
+      default: return sized(p.i, length / sizeof(std::int32_t));
+    }
+  }
+
+  // Takes one probed message: its sender and form (from the UCX tag) say where it goes.
+  void accept(ucp_tag_message_h msg, const ucp_tag_recv_info_t& info) {
+    const int from = wire::sender_of(info.sender_tag);
+    const wire::form f = wire::form_of(info.sender_tag);
+    const std::uint64_t tag = wire::loom_tag_of(info.sender_tag);
+    if (from < 0 || from >= world || from == rank) return discard(msg, info.length);
+    const bool body = f == wire::form::body_f || f == wire::form::body_d || f == wire::form::body_i;
+    if (body) {
+      inbound* rec = open_lead[from];
+      const unsigned bit = 1u << (static_cast<int>(f) - static_cast<int>(wire::form::body_f));
+      if (!rec || rec->tag != tag || (rec->bodies_seen & bit) || info.length % wire::element_size(f)) {
+        if (rec && rec->error.empty()) rec->error = "ucx transport: rank " + std::to_string(from) + " sent a malformed payload";
+        return discard(msg, info.length);
+      }
+      rec->bodies_seen |= bit;
+      if (rec->unpacked && !(rec->bodies & bit) && rec->error.empty())
+        rec->error = "ucx transport: rank " + std::to_string(from) + " sent a body its lead did not announce";
+      void* into = vector_for(rec->data, f, info.length);
+      return post(msg, into, info.length, from, *rec, false);
+    }
+    open_lead[from] = nullptr;
+    inbound& rec = inbox[from].emplace_back();
+    rec.tag = tag;
+    if (f == wire::form::packed || f == wire::form::lead) {
+      rec.lead = f == wire::form::lead;
+      if (rec.lead) open_lead[from] = &rec;
+      rec.bytes.swap(spare);
+      rec.bytes.resize(info.length);
+      return post(msg, rec.bytes.data(), info.length, from, rec, true);
+    }
+    if (info.length % wire::element_size(f) != 0) {
+      rec.error = "ucx transport: rank " + std::to_string(from) + " sent a malformed payload";
+      ++rec.running;  // finished() below takes it back
+      discard(msg, info.length);
+      return finished(from, rec, false, UCS_OK);
+    }
+    void* into = vector_for(rec.data, f, info.length);
+    post(msg, into, info.length, from, rec, false);
+  }
+
+  // Takes every message that has arrived, whatever its tag: receives need not know sizes in advance.
+  bool drain() {
+    bool any = false;
+    ucp_tag_recv_info_t info;
+    while (ucp_tag_message_h msg = ucp_tag_probe_nb(worker, 0, 0, 1, &info)) {
+      accept(msg, info);
+      any = true;
+    }
+    for (std::size_t k = 0; k < orphans.size();) {
+      if (orphans[k]->running == 0) {
+        delete orphans[k];
+        orphans[k] = orphans.back();
+        orphans.pop_back();
+      } else {
+        ++k;
+      }
+    }
+    return any;
+  }
+
+  // Moves each sender's complete messages, in order, to `out`.
+  void release(std::vector<delivery>& out) {
+    for (int from : ready_senders) {
+      if (from < 0) continue;
+      auto& q = inbox[from];
+      while (!q.empty() && q.front().complete()) {
+        inbound& r = q.front();
+        if (open_lead[from] == &r) open_lead[from] = nullptr;
+        if (r.error.empty() && r.lead) {
+          const std::size_t got[3] = {r.data.f.size(), r.data.d.size(), r.data.i.size()};
+          for (int k = 0; k < 3; ++k)
+            if ((r.bodies & (1u << k)) && got[k] != r.h.count[k])
+              r.error = "ucx transport: rank " + std::to_string(from) + " sent a payload whose sizes do not add up";
         }
+        if (r.error.empty()) out.push_back({from, r.tag, std::move(r.data)});
+        else out.push_back({from, r.tag, unexpected(errc::transport_error, std::move(r.error))});
+        q.pop_front();
       }
     }
-    for (auto& cb : failed) cb(unexpected(e));
-  }
-
-  static void on_recv(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info, void* user) {
-    auto* rr = static_cast<recv_request*>(user);
-    if (request) ucp_request_free(request);
-    if (rr->data_phase) {  // one data part of a large payload has arrived in place
-      if (status != UCS_OK) rr->failed = true;
-      if (--rr->parts_left > 0) return;
-      if (!rr->failed) rr->owner->deliver(static_cast<int>(rr->tag >> rank_shift), rr->tag & tag_mask, std::move(rr->data));
-      delete rr;
-      return;
-    }
-    if (status != UCS_OK) {
-      delete rr;
-      return;
-    }
-    const std::uint64_t wire = info->sender_tag;
-    const int from = static_cast<int>(wire >> rank_shift);
-    const std::uint64_t tag = wire & tag_mask;
-    std::uint64_t n[3] = {0, 0, 0};
-    if (rr->bytes.size() == sizeof n) std::memcpy(n, rr->bytes.data(), sizeof n);
-    if (rr->bytes.size() == sizeof n && n[0] + n[1] + n[2] > 0) {
-      rr->owner->receive_data(rr, n);  // a header: the data follows
-      return;
-    }
-    auto p = deserialize(rr->bytes.data(), rr->bytes.size());
-    if (p) rr->owner->deliver(from, tag, std::move(*p));
-    delete rr;
-  }
-
-  // After a large payload's header: receive its data straight into the payload's vectors, one
-  // contiguous message per non-empty vector (UCX moves contiguous buffers zero-copy, iovs not).
-  // The parts share one tag; UCX matches messages from one sender in order.
-  void receive_data(recv_request* rr, const std::uint64_t* n) {
-    rr->data.f.resize(n[0]);
-    rr->data.d.resize(n[1]);
-    rr->data.i.resize(n[2]);
-    std::pair<void*, std::size_t> parts[3];
-    int count = 0;
-    if (n[0]) parts[count++] = {rr->data.f.data(), n[0] * 4};
-    if (n[1]) parts[count++] = {rr->data.d.data(), n[1] * 8};
-    if (n[2]) parts[count++] = {rr->data.i.data(), n[2] * 4};
-    rr->data_phase = true;
-    rr->parts_left = count;
-    const std::uint64_t data_tag = rr->tag | data_flag;
-    for (int k = 0; k < count; ++k) {
-      ucp_request_param_t param{};
-      param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-      param.cb.recv = on_recv;
-      param.user_data = rr;
-      param.datatype = ucp_dt_make_contig(1);
-      ucs_status_ptr_t st = ucp_tag_recv_nbx(worker, parts[k].first, parts[k].second, data_tag, ~std::uint64_t{0}, &param);
-      if (st == nullptr) {
-        ucp_tag_recv_info_t done{data_tag, parts[k].second};
-        on_recv(nullptr, UCS_OK, &done, rr);
-      } else if (UCS_PTR_IS_ERR(st)) {  // the parts not posted will not come either
-        rr->parts_left -= count - k - 1;
-        on_recv(nullptr, UCS_PTR_STATUS(st), nullptr, rr);
-        return;
-      }
-    }
-  }
-
-  static void on_send(void* request, ucs_status_t, void* user) {
-    auto* sr = static_cast<send_request*>(user);
-    if (--sr->parts == 0) delete sr;
-    if (request) ucp_request_free(request);
+    ready_senders.clear();
   }
 
   static void on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* pair = static_cast<std::pair<ucx_state*, int>*>(arg);
     ucx_state& s = *pair->first;
     const int peer = pair->second;
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      if (peer >= 0 && peer < static_cast<int>(s.lost.size())) s.lost[peer] = true;
-    }
-    // The endpoint is dead: close it (we are on the progress thread, inside progress).
+    // Inside progress, under the lock: close the dead endpoint; its receivers hear of it once unlocked.
     if (peer >= 0 && peer < static_cast<int>(s.endpoints.size()) && s.endpoints[peer]) {
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
@@ -274,72 +414,118 @@ struct ucx_state {
       ucs_status_ptr_t req = ucp_ep_close_nbx(s.endpoints[peer], &param);
       if (req && UCS_PTR_IS_PTR(req)) ucp_request_free(req);
       s.endpoints[peer] = nullptr;
-    }
-    s.fail_waiting(peer, loom::error(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable (" + ucs_text(status) + ")"));
-  }
-
-  // Takes every message that has arrived, whatever its tag, into the matching table.
-  // Takes every inline message and header that has arrived, whatever its tag (data parts are
-  // received by the receive their header posts).
-  void drain() {
-    ucp_tag_recv_info_t info;
-    for (;;) {
-      ucp_tag_message_h msg = ucp_tag_probe_nb(worker, 0, data_flag, 1, &info);
-      if (!msg) return;
-      auto* rr = new recv_request{this, std::vector<std::uint8_t>(info.length), info.sender_tag, {}};
-      ucp_request_param_t param{};
-      param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-      param.cb.recv = on_recv;
-      param.user_data = rr;
-      param.datatype = ucp_dt_make_contig(1);
-      ucs_status_ptr_t st = ucp_tag_msg_recv_nbx(worker, rr->bytes.data(), rr->bytes.size(), msg, &param);
-      if (st == nullptr) {  // completed at once: the callback is not called
-        ucp_tag_recv_info_t done{info.sender_tag, info.length};
-        on_recv(nullptr, UCS_OK, &done, rr);
-      } else if (UCS_PTR_IS_ERR(st)) {
-        delete rr;
-      }
+      s.failed_peers.push_back(peer);
+      s.failure_status = status;
     }
   }
+  ucs_status_t failure_status = UCS_OK;
 
-  // Progress: spin while there is traffic, then sleep on the worker's event descriptor.
+  // ---- the progress thread
+
+  void hand_on(std::vector<delivery>& out) {
+    if (on_arrival)
+      for (auto& d : out)
+        if (d.result) on_arrival(d.from, *d.result);
+    table.deliver(out.data(), out.size());
+    out.clear();
+  }
+
+  // One round: progress the worker, take new messages, hand complete ones on. Returns whether
+  // anything happened.
+  bool round(std::vector<delivery>& out, std::vector<actors::payload>& trash, std::vector<int>& failed, ucs_status_t& why,
+             bool& in_flight) {
+    lock.lock_for_progress();
+    const unsigned n = ucp_worker_progress(worker);
+    kicked = false;
+    const bool got = drain();
+    release(out);
+    trash.swap(garbage);
+    failed.swap(failed_peers);
+    why = failure_status;
+    in_flight = ops != nullptr;
+    lock.unlock();
+    const bool worked = n > 0 || got || !out.empty() || !trash.empty() || !failed.empty();
+    hand_on(out);
+    trash.clear();
+    for (int peer : failed)
+      table.lose(peer, loom::error(errc::transport_error, unreachable(peer) + " (" + ucs_text(why) + ")"));
+    failed.clear();
+    return worked;
+  }
+
+  // Sleeps on the worker's event descriptor until a message or a sender's signal comes, or `ms` pass.
+  void sleep(int ms) {
+    lock.lock_for_progress();
+    if (kicked) {  // a send since the last progress call may need it
+      lock.unlock();
+      return;
+    }
+    if (ucp_worker_arm(worker) != UCS_OK) {  // busy: events are pending
+      lock.unlock();
+      return;
+    }
+    sleeping.store(true);  // under the lock: a later send sees it and signals
+    lock.unlock();
+    pollfd p{event_fd, POLLIN, 0};
+    ::poll(&p, 1, ms);
+    sleeping.store(false);
+  }
+
   void loop() {
-    int idle = 0;
+    std::vector<delivery> out;
+    std::vector<actors::payload> trash;
+    std::vector<int> failed;
+    ucs_status_t why = UCS_OK;
+    bool in_flight = false;
+    unsigned idle = 0;
+    auto idle_since = std::chrono::steady_clock::now();
     while (running.load(std::memory_order_relaxed)) {
-      bool worked = run_tasks();
-      unsigned n = ucp_worker_progress(worker);
-      drain();
-      if (n > 0 || worked) {
+      if (round(out, trash, failed, why, in_flight)) {
         idle = 0;
         continue;
       }
-      if (++idle < 2000) continue;  // a few tens of microseconds of spinning keep latency low
-      ucs_status_t armed = ucp_worker_arm(worker);
-      if (armed == UCS_ERR_BUSY) continue;
-      sleeping.store(true);  // before looking at the tasks: a later post() will signal
-      bool pending;
-      {
-        std::lock_guard<std::mutex> lock(task_mutex);
-        pending = !tasks.empty();  // posted after we looked: do it instead of sleeping
+      if (idle++ == 0) {
+        idle_since = std::chrono::steady_clock::now();
+        continue;
       }
-      if (!pending) {
-        pollfd p{event_fd, POLLIN, 0};
-        ::poll(&p, 1, 10);
+      if (idle < rounds_before_yield) continue;
+      std::this_thread::yield();
+      if (idle % 16 != 0) continue;
+      const auto quiet = std::chrono::steady_clock::now() - idle_since;
+      if (quiet < spin_before_sleep) continue;
+      if (!in_flight) {
+        sleep(sleep_idle_ms);
+        idle = 0;
+      } else if (quiet >= patience_in_flight) {
+        sleep(nap_in_flight_ms);
       }
-      sleeping.store(false);
-      idle = 0;
     }
   }
 
   void shutdown() {
     if (running.exchange(false)) {
-      if (worker) ucp_worker_signal(worker);
+      ucp_worker_signal(worker);
       if (progress.joinable()) progress.join();
     }
     if (!worker) return;
-    // Sends already handed to us still go out: issue the queued ones, then close every endpoint in
-    // flush mode (its sends complete first), giving a peer that does not answer two seconds.
-    run_tasks();
+    lock.lock_for_send();
+    closed = true;
+    // Sends already made still go out. First their requests complete (a rendezvous needs the peer to
+    // fetch the data, which flushing an endpoint does not wait for), giving a peer that stops answering
+    // two seconds; a lost peer completes them with an error. Then every endpoint closes in flush mode.
+    auto sending = [&] {
+      std::size_t n = 0;
+      for (op* o = ops; o; o = o->next) n += !o->receiving;
+      return n;
+    };
+    auto quiet_since = std::chrono::steady_clock::now();
+    for (std::size_t left = sending(); left > 0;) {
+      ucp_worker_progress(worker);
+      const std::size_t now = sending();
+      if (now < left) quiet_since = std::chrono::steady_clock::now();
+      else if (std::chrono::steady_clock::now() - quiet_since > std::chrono::seconds(2)) break;
+      left = now;
+    }
     std::vector<ucs_status_ptr_t> closing;
     for (auto& ep : endpoints) {
       if (!ep) continue;
@@ -349,123 +535,111 @@ struct ucx_state {
       if (req && UCS_PTR_IS_PTR(req)) closing.push_back(req);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    auto pending = [&] {
+    auto closing_pending = [&] {
       for (auto req : closing)
         if (ucp_request_check_status(req) == UCS_INPROGRESS) return true;
       return false;
     };
-    while (pending() && std::chrono::steady_clock::now() < deadline) ucp_worker_progress(worker);
+    while (closing_pending() && std::chrono::steady_clock::now() < deadline) ucp_worker_progress(worker);
     for (auto req : closing) ucp_request_free(req);
+    // Receives still in flight will not complete now.
+    for (op* o = ops; o; o = o->next)
+      if (o->receiving) ucp_request_cancel(worker, o->request);
+    for (int k = 0; k < 100 && ops; ++k) ucp_worker_progress(worker);
+    while (ops) retire(ops);
+    for (auto* rec : orphans) delete rec;
+    orphans.clear();
+    inbox.clear();
+    garbage.clear();
+    ucp_worker_destroy(worker);
+    ucp_cleanup(context);
     for (auto* arg : error_args) delete arg;
     error_args.clear();
-    if (worker) ucp_worker_destroy(worker);
-    if (context) ucp_cleanup(context);
     worker = nullptr;
     context = nullptr;
+    lock.unlock();
   }
-
-  std::vector<std::pair<ucx_state*, int>*> error_args;
 };
 
 expected<void> ucx_send(void* p, int self, int peer, std::uint64_t tag, actors::payload data) {
   auto& s = *static_cast<ucx_state*>(p);
-  {
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (s.aborted) return unexpected(s.why);
-    if (peer < 0 || peer >= s.world) return unexpected(errc::transport_error, "ucx transport: no rank " + std::to_string(peer));
-    if (s.lost[peer]) return unexpected(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable");
-  }
+  if (auto refused = s.table.refuses_sends()) return unexpected(*refused);
+  if (peer < 0 || peer >= s.world) return unexpected(errc::transport_error, "ucx transport: no rank " + std::to_string(peer));
   if (data.device || data.wire)
     return unexpected(errc::transport_error,
                       "the ucx transport moves host memory: GPU rows must be staged to the host first (gpu_leave_process)");
+  tag &= wire::loom_tag_mask;
   if (peer == self) {  // to ourselves: no network
-    s.deliver(self, tag & tag_mask, std::move(data));
+    if (s.on_arrival) s.on_arrival(self, data);
+    delivery d{self, tag, std::move(data)};
+    s.table.deliver(&d, 1);
     return {};
   }
-  auto* sr = new send_request{};
-  if (data.bytes() <= inline_limit) {
-    sr->bytes = serialize(data);
-  } else {
-    const std::uint64_t n[3] = {data.f.size(), data.d.size(), data.i.size()};
-    sr->bytes.resize(sizeof n);
-    std::memcpy(sr->bytes.data(), n, sizeof n);
-    sr->data = std::move(data);
-  }
-  const std::uint64_t wire_tag = (static_cast<std::uint64_t>(self) << rank_shift) | (tag & tag_mask);
-  s.post([&s, sr, peer, wire_tag] {
-    {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      if (s.lost[peer] || !s.endpoints[peer]) {  // the peer failed meanwhile: its receivers hear of it
-        delete sr;
-        return;
+  const wire::layout l = wire::layout_of(data);
+  // Packed bytes are built before taking the lock, in a buffer each thread keeps for the next send.
+  thread_local std::vector<std::uint8_t> packed;
+  const bool packs = l.first == wire::form::packed || l.first == wire::form::lead;
+  if (packs) wire::pack(data, l.bodies, packed);
+
+  s.lock.lock_for_send();
+  ucs_status_t st = UCS_OK;
+  ucp_ep_h ep = s.closed ? nullptr : s.endpoints[peer];
+  if (ep) {
+    if (!packs) {
+      const void* buffer = l.first == wire::form::floats ? static_cast<const void*>(data.f.data())
+                           : l.first == wire::form::doubles ? static_cast<const void*>(data.d.data())
+                                                            : static_cast<const void*>(data.i.data());
+      st = s.issue(ep, buffer, data.bytes(), wire::wire_tag(self, l.first, tag), &data, nullptr);
+    } else {
+      const bool lead = l.first == wire::form::lead;
+      st = s.issue(ep, packed.data(), packed.size(), wire::wire_tag(self, l.first, tag), nullptr, &packed);
+      // The bodies, each sent from its own vector, in the order the receiver expects them.
+      if (lead && !UCS_STATUS_IS_ERR(st) && (l.bodies & 1)) {
+        actors::payload part;
+        part.f = std::move(data.f);
+        st = s.issue(ep, part.f.data(), part.f.size() * 4, wire::wire_tag(self, wire::form::body_f, tag), &part, nullptr);
+      }
+      if (lead && !UCS_STATUS_IS_ERR(st) && (l.bodies & 2)) {
+        actors::payload part;
+        part.d = std::move(data.d);
+        st = s.issue(ep, part.d.data(), part.d.size() * 8, wire::wire_tag(self, wire::form::body_d, tag), &part, nullptr);
+      }
+      if (lead && !UCS_STATUS_IS_ERR(st) && (l.bodies & 4)) {
+        actors::payload part;
+        part.i = std::move(data.i);
+        st = s.issue(ep, part.i.data(), part.i.size() * 4, wire::wire_tag(self, wire::form::body_i, tag), &part, nullptr);
       }
     }
-    auto issue = [&](void* buffer, std::size_t count, ucp_datatype_t type, std::uint64_t t) {
-      ucp_request_param_t param{};
-      param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-      param.cb.send = ucx_state::on_send;
-      param.user_data = sr;
-      param.datatype = type;
-      ++sr->parts;
-      ucs_status_ptr_t st = ucp_tag_send_nbx(s.endpoints[peer], buffer, count, t, &param);
-      if (st == nullptr || UCS_PTR_IS_ERR(st)) --sr->parts;  // done at once (no callback), or failed (the peer is lost)
-    };
-    ++sr->parts;  // held while both parts are issued
-    issue(sr->bytes.data(), sr->bytes.size(), ucp_dt_make_contig(1), wire_tag);
-    if (sr->data.bytes() > 0) {  // the data parts, in the order the receiver posts them
-      const auto contig = ucp_dt_make_contig(1);
-      if (!sr->data.f.empty()) issue(sr->data.f.data(), sr->data.f.size() * 4, contig, wire_tag | data_flag);
-      if (!sr->data.d.empty()) issue(sr->data.d.data(), sr->data.d.size() * 8, contig, wire_tag | data_flag);
-      if (!sr->data.i.empty()) issue(sr->data.i.data(), sr->data.i.size() * 4, contig, wire_tag | data_flag);
-    }
-    if (--sr->parts == 0) delete sr;
-  });
+    // The progress thread may be asleep; an operation in flight needs it.
+    if (s.kicked && s.sleeping.load()) ucp_worker_signal(s.worker);
+  }
+  const bool closed = s.closed;
+  s.lock.unlock();
+  if (closed) return unexpected(errc::transport_error, "ucx transport: closed");
+  if (!ep) return unexpected(errc::transport_error, unreachable(peer));
+  if (UCS_STATUS_IS_ERR(st)) return unexpected(errc::transport_error, unreachable(peer) + " (" + ucs_text(st) + ")");
   return {};
 }
 
 void ucx_receive(void* p, int, int peer, std::uint64_t tag, actors::receive_callback done) {
   auto& s = *static_cast<ucx_state*>(p);
-  expected<actors::payload> result{actors::payload{}};
-  {
-    std::lock_guard<std::mutex> lock(s.mutex);
-    auto key = ucx_state::key{peer, tag & tag_mask};
-    auto it = s.arrived.find(key);
-    if (it != s.arrived.end() && !it->second.empty()) {
-      result = std::move(it->second.front());
-      it->second.pop_front();
-      if (it->second.empty()) s.arrived.erase(it);
-    } else if (s.aborted) {
-      result = unexpected(s.why);
-    } else if (peer >= 0 && peer < s.world && s.lost[peer]) {
-      result = unexpected(errc::transport_error, "rank " + std::to_string(peer) + " is unreachable");
-    } else {
-      s.waiting[key].push_back(std::move(done));
-      return;
-    }
-  }
-  done(std::move(result));
+  if (peer < 0 || peer >= s.world) return done(unexpected(errc::transport_error, "ucx transport: no rank " + std::to_string(peer)));
+  s.table.receive(peer, tag & wire::loom_tag_mask, std::move(done));
 }
 
-void ucx_abort(void* p, const loom::error& why) {
-  auto& s = *static_cast<ucx_state*>(p);
-  {
-    std::lock_guard<std::mutex> lock(s.mutex);
-    s.aborted = true;
-    s.why = why;
-  }
-  s.fail_waiting(-1, why);
-}
+void ucx_abort(void* p, const loom::error& why) { static_cast<ucx_state*>(p)->table.abort(why); }
 
 std::vector<std::uint8_t> address_of(void* state) {
   auto& s = *static_cast<ucx_state*>(state);
   std::vector<std::uint8_t> out;
-  s.run([&] {
-    ucp_address_t* address = nullptr;
-    std::size_t length = 0;
-    if (ucp_worker_get_address(s.worker, &address, &length) != UCS_OK) return;
+  s.lock.lock_for_send();
+  ucp_address_t* address = nullptr;
+  std::size_t length = 0;
+  if (!s.closed && ucp_worker_get_address(s.worker, &address, &length) == UCS_OK) {
     out.assign(reinterpret_cast<std::uint8_t*>(address), reinterpret_cast<std::uint8_t*>(address) + length);
     ucp_worker_release_address(s.worker, address);
-  });
+  }
+  s.lock.unlock();
   return out;
 }
 
@@ -474,23 +648,25 @@ expected<void> connect_to(void* state, const std::vector<std::vector<std::uint8_
   if (static_cast<int>(addresses.size()) != s.world)
     return unexpected(errc::transport_error, "ucx: " + std::to_string(addresses.size()) + " addresses for " + std::to_string(s.world) + " ranks");
   expected<void> result;
-  s.run([&] {
-    for (int r = 0; r < s.world; ++r) {
-      if (r == s.rank) continue;
-      auto* arg = new std::pair<ucx_state*, int>(&s, r);
-      s.error_args.push_back(arg);
-      ucp_ep_params_t ep{};
-      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
-      ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
-      ep.err_mode = shared_memory_only() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
-      ep.err_handler.cb = ucx_state::on_ep_error;
-      ep.err_handler.arg = arg;
-      if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
-        result = unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
-        return;
-      }
+  s.lock.lock_for_send();
+  for (int r = 0; r < s.world && result && !s.closed; ++r) {
+    if (r == s.rank || s.endpoints[r]) continue;
+    auto* arg = new std::pair<ucx_state*, int>(&s, r);
+    s.error_args.push_back(arg);
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
+    ep.err_mode = shared_memory_only() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_handler.cb = ucx_state::on_ep_error;
+    ep.err_handler.arg = arg;
+    if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
+      s.endpoints[r] = nullptr;
+      result = unexpected(errc::transport_error, "ucx: connecting to rank " + std::to_string(r) + " failed: " + ucs_text(st));
     }
-  });
+  }
+  s.kicked = true;  // connecting may leave work (wire-up) for progress
+  if (s.sleeping.load()) ucp_worker_signal(s.worker);
+  s.lock.unlock();
   return result;
 }
 
@@ -513,13 +689,17 @@ void ucx_barrier(void* p, int self, const std::vector<int>& group, std::uint64_t
 }  // namespace
 
 expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
+  if (world < 1 || world > wire::max_ranks || rank < 0 || rank >= world)
+    return unexpected(errc::transport_error, "ucx transport: rank " + std::to_string(rank) + " of " + std::to_string(world) +
+                                                 " (at most " + std::to_string(wire::max_ranks) + " ranks)");
   auto s = std::make_shared<ucx_state>();
   s->rank = rank;
   s->world = world;
-  s->lost.assign(world, false);
+  s->table.reset(world);
   ucp_params_t params{};
-  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_REQUEST_SIZE;
   params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  params.request_size = op_space;
   ucp_config_t* config = nullptr;
   if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK)
     return unexpected(errc::transport_error, "ucx: reading the configuration failed: " + ucs_text(st));
@@ -528,12 +708,14 @@ expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
   if (st != UCS_OK) return unexpected(errc::transport_error, "ucx: ucp_init failed: " + ucs_text(st));
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches it
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // the progress thread and senders, one at a time (worker_lock)
   if (st = ucp_worker_create(s->context, &wp, &s->worker); st != UCS_OK)
     return unexpected(errc::transport_error, "ucx: ucp_worker_create failed: " + ucs_text(st));
   if (st = ucp_worker_get_efd(s->worker, &s->event_fd); st != UCS_OK)
     return unexpected(errc::transport_error, "ucx: no event descriptor for the worker: " + ucs_text(st));
   s->endpoints.assign(world, nullptr);
+  s->inbox.resize(world);
+  s->open_lead.assign(world, nullptr);
   s->running = true;
   s->progress = std::thread([p = s.get()] { p->loop(); });
   return std::shared_ptr<void>(s);
