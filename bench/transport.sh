@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The `ucx` transport beside ucx_perftest, same machine, same UCX_TLS, same sizes, one run:
-#   latency    8-byte ping-pong, half the round trip (tag_lat)
+#   latency    8-byte ping-pong, half the round trip (tag_lat): loom's from a send() call to the
+#              peer's receive callback and back; "via-thread" adds the hand-off from the callback to
+#              a waiting thread on both sides, as a consumer on another thread sees it
 #   bandwidth  1, 4, 16 and 64 MiB one way (tag_bw)
 # Usage: bench/transport.sh [BIN_DIR] [TLS...]   (default: build/bin, then "tcp posix")
 # BIN_DIR holds transport_bench (and ucx_perftest, if it is not on PATH: a GPU bundle carries it).
@@ -36,14 +38,17 @@ printf '%-6s %-10s %-10s %14s %14s %7s\n' tls test size ucx_perftest loom ratio
 for tls in "${tls_list[@]}"; do
   # loom: every size in one run of two processes.
   loom_out=$(UCX_TLS=$tls,self "$bin/transport_bench" --sizes "$(IFS=,; echo "${sizes[*]}")" --iterations 20000 \
-             --bytes $((1 << 30)))
+             --bytes $((1 << 30)) --via-thread)
   for size in "${sizes[@]}"; do
-    ours=$(awk -v s="$size" '$2 == s {print $3}' <<<"$loom_out")
     if (( size <= 8192 )); then
+      ours=$(awk -v s="$size" '$1 == "latency" && $2 == s {print $3}' <<<"$loom_out")
+      via=$(awk -v s="$size" '$1 == "latency_via_thread" && $2 == s {print $3}' <<<"$loom_out")
       # Final: iterations, latency typical/avg/overall (us), bandwidth avg/overall (MB/s), rate avg/overall.
       peer=$(perftest_final "$tls" tag_lat "$size" 20000 | awk '{print $4}')
       printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" latency "$size" "$peer" "$ours" "$(ratio "$ours" "$peer")"
+      printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" via-thread "$size" "$peer" "$via" "$(ratio "$via" "$peer")"
     else
+      ours=$(awk -v s="$size" '$1 == "bandwidth" && $2 == s {print $3}' <<<"$loom_out")
       iters=$(( (1 << 30) / size )); (( iters >= 16 )) || iters=16
       # ucx_perftest's MB is 2^20 bytes; transport_bench prints 10^6 bytes per second.
       peer=$(perftest_final "$tls" tag_bw "$size" "$iters" | awk '{printf "%.1f", $7 * 1048576 / 1e6}')

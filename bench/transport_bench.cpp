@@ -1,6 +1,7 @@
 // The `ucx` transport between two processes, measured the way ucx_perftest measures UCX itself, so
 // bench/transport.sh can put the two side by side under the same UCX_TLS:
-//   latency    8-byte ping-pong, half the round trip (ucx_perftest -t tag_lat)
+//   latency    8-byte ping-pong, half the round trip from a send() call to the peer's receive
+//              callback and back (ucx_perftest -t tag_lat)
 //   bandwidth  a window of messages one way, then a one-word acknowledgement (ucx_perftest -t tag_bw)
 // The process forks a peer; the two swap UCX worker addresses through a pipe, as the control plane
 // does in a real run. Output is one line per measurement, tab-separated, for the script to read.
@@ -8,12 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -31,41 +33,38 @@ struct options {
   int latency_iterations = 20000;
   std::size_t bandwidth_bytes = std::size_t{1} << 30;  // moved per bandwidth figure
   int window = 16;                                      // messages in flight one way
+  bool handoff = false;                                 // also time latency through a waiting thread
 };
 
-// Waits until receives complete; a transport receive calls back on the progress thread. The wait
-// spins a while first, as ucx_perftest's does, so that with cores to spare the figure is the
-// transport's and not a thread wake-up's; then it sleeps (a machine with few cores needs them back).
-class waiter {
+void fail(const std::string& what) {
+  std::fprintf(stderr, "transport_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void must(const expected<void>& r, const char* what) {
+  if (!r) fail(std::string(what) + ": " + r.error().message);
+}
+
+// The main thread sleeps until a measurement's last callback says it is over. Sleeping, not
+// spinning: the measurements run in the transport's callbacks, on its progress threads, and on a
+// machine with few cores a spinning main thread would take the core one of them needs.
+class finish_line {
  public:
-  actors::receive_callback callback() {
-    return [this](expected<actors::payload> got) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!got) failure_ = got.error().message;
-      done_.fetch_add(1, std::memory_order_release);
-      if (sleeping_) ready_.notify_one();
-    };
+  void cross() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_ = true;
+    ready_.notify_one();
   }
-  void wait_for(int count) {
-    for (int spins = 0; spins < 20000 && done_.load(std::memory_order_acquire) < count; ++spins) {
-    }
+  void wait() {
     std::unique_lock<std::mutex> lock(mutex_);
-    sleeping_ = true;
-    ready_.wait(lock, [&] { return done_.load() >= count; });
-    sleeping_ = false;
-    done_.fetch_sub(count);
-    if (!failure_.empty()) {
-      std::fprintf(stderr, "transport_bench: receive failed: %s\n", failure_.c_str());
-      std::exit(1);
-    }
+    ready_.wait(lock, [&] { return done_; });
+    done_ = false;
   }
 
  private:
-  std::atomic<int> done_{0};
   std::mutex mutex_;
   std::condition_variable ready_;
-  bool sleeping_ = false;
-  std::string failure_;
+  bool done_ = false;
 };
 
 actors::payload floats(std::size_t bytes) {
@@ -76,64 +75,180 @@ actors::payload floats(std::size_t bytes) {
 
 actors::tag tag_of(std::uint32_t i) { return actors::tag{actors::traffic::control, 0, 0, 0, i & 0xfffff}; }
 
-void must(const expected<void>& r, const char* what) {
-  if (!r) {
-    std::fprintf(stderr, "transport_bench: %s: %s\n", what, r.error().message.c_str());
-    std::exit(1);
-  }
+actors::payload checked(expected<actors::payload> got) {
+  if (!got) fail("receive failed: " + got.error().message);
+  return std::move(*got);
 }
 
-// Rank 0 measures; rank 1 mirrors. Both walk the same sequence of sizes.
-void run_rank(int rank, const actors::transport& t, const options& o) {
+// Latency: each receive callback posts the next receive and sends the reply, so a round trip is
+// send() -> the peer's callback -> send() -> our callback, with no thread hand-off of our own in
+// between (as ucx_perftest, whose one thread polls, sends and receives). Returns half a round trip
+// in microseconds (rank 0), after `warm` untimed round trips.
+double ping_pong(const actors::transport& t, int rank, std::size_t size, int iterations, int warm, std::uint32_t base) {
+  struct state {
+    const actors::transport* t;
+    int peer, rank, last;
+    std::size_t size;
+    std::uint32_t base;
+    int warm;
+    clock_type::time_point start, end;
+    finish_line done;
+    actors::tag ping(int i) const { return tag_of(base + 2 * i); }
+    actors::tag pong(int i) const { return tag_of(base + 2 * i + 1); }
+    void rank0_got(int i) {
+      if (i + 1 == warm) start = clock_type::now();
+      if (i == last) {
+        end = clock_type::now();
+        return done.cross();
+      }
+      t->receive(peer, pong(i + 1), [this, i](expected<actors::payload> got) {
+        checked(std::move(got));
+        rank0_got(i + 1);
+      });
+      must(t->send(peer, ping(i + 1), floats(size)), "send");
+    }
+    void rank1_got(int i) {
+      if (i < last)
+        t->receive(peer, ping(i + 1), [this, i](expected<actors::payload> got) {
+          checked(std::move(got));
+          rank1_got(i + 1);
+        });
+      must(t->send(peer, pong(i), floats(size)), "send");
+      if (i == last) done.cross();
+    }
+  };
+  auto s = std::make_unique<state>();
+  s->t = &t;
+  s->peer = 1 - rank;
+  s->rank = rank;
+  s->size = size;
+  s->base = base;
+  s->warm = warm;
+  s->last = warm + iterations - 1;
+  if (rank == 0) {
+    auto* p = s.get();
+    if (warm == 0) s->start = clock_type::now();
+    t.receive(s->peer, s->pong(0), [p](expected<actors::payload> got) {
+      checked(std::move(got));
+      p->rank0_got(0);
+    });
+    must(t.send(s->peer, s->ping(0), floats(size)), "send");
+  } else {
+    auto* p = s.get();
+    t.receive(s->peer, s->ping(0), [p](expected<actors::payload> got) {
+      checked(std::move(got));
+      p->rank1_got(0);
+    });
+  }
+  s->done.wait();
+  return std::chrono::duration<double>(s->end - s->start).count() / iterations / 2 * 1e6;
+}
+
+// The same ping-pong through a thread that waits for each receive and then sends, as an actor fed
+// by the callbacks would: what a consumer on another thread sees. The wait spins a while first, then
+// sleeps (a machine with few cores needs the core back).
+double ping_pong_via_thread(const actors::transport& t, int rank, std::size_t size, int iterations, std::uint32_t base) {
+  struct waiter {
+    std::atomic<int> done{0};
+    std::mutex mutex;
+    std::condition_variable ready;
+    bool sleeping = false;
+    actors::receive_callback callback() {
+      return [this](expected<actors::payload> got) {
+        checked(std::move(got));
+        std::lock_guard<std::mutex> lock(mutex);
+        done.fetch_add(1, std::memory_order_release);
+        if (sleeping) ready.notify_one();
+      };
+    }
+    void wait_for_one() {
+      for (int spins = 0; spins < 20000 && done.load(std::memory_order_acquire) < 1; ++spins) {
+      }
+      std::unique_lock<std::mutex> lock(mutex);
+      sleeping = true;
+      ready.wait(lock, [&] { return done.load() >= 1; });
+      sleeping = false;
+      done.fetch_sub(1);
+    }
+  } w;
   const int peer = 1 - rank;
-  waiter w;
+  const auto start = clock_type::now();
+  for (int i = 0; i < iterations; ++i) {
+    const auto ping = tag_of(base + 2 * i), pong = tag_of(base + 2 * i + 1);
+    if (rank == 0) {
+      t.receive(peer, pong, w.callback());
+      must(t.send(peer, ping, floats(size)), "send");
+      w.wait_for_one();
+    } else {
+      t.receive(peer, ping, w.callback());
+      w.wait_for_one();
+      must(t.send(peer, pong, floats(size)), "send");
+    }
+  }
+  return std::chrono::duration<double>(clock_type::now() - start).count() / iterations / 2 * 1e6;
+}
+
+// Bandwidth: rank 0 sends a window of `size`-byte payloads, rank 1's receive callbacks count them and
+// the last one sends the acknowledgement; rank 0's clock runs from its first send() call to the
+// acknowledgement's callback. The sender's payloads are made before the clock runs (a real run's
+// come from the kernels), as ucx_perftest's buffer is; the receiver's allocation is the transport's
+// and counts. One warm-up window, untimed, so registration and connection setup are not counted.
+// Returns 10^6 bytes per second (rank 0).
+double stream(const actors::transport& t, int rank, std::size_t size, int window, int windows, std::uint32_t base) {
+  const int peer = 1 - rank;
+  const int total = windows + 1;
+  auto message = [&](int w, int m) { return tag_of(base + w * (window + 1) + m); };
+  finish_line done;
+  if (rank == 1) {
+    auto counts = std::make_shared<std::vector<std::atomic<int>>>(total);
+    for (int w = 0; w < total; ++w)
+      for (int m = 0; m < window; ++m)
+        t.receive(peer, message(w, m), [&t, &done, counts, w, window, total, peer, ack = message(w, window)](expected<actors::payload> got) {
+          checked(std::move(got));  // dropped here: the receiver frees what it got, as a consumer would
+          if ((*counts)[w].fetch_add(1) + 1 < window) return;
+          must(t.send(peer, ack, floats(4)), "send");
+          if (w + 1 == total) done.cross();
+        });
+    done.wait();
+    return 0;
+  }
+  double seconds = 0;
+  for (int w = 0; w < total; ++w) {
+    std::vector<actors::payload> messages;
+    for (int m = 0; m < window; ++m) messages.push_back(floats(size));
+    clock_type::time_point end;
+    const auto start = clock_type::now();
+    t.receive(peer, message(w, window), [&](expected<actors::payload> got) {
+      checked(std::move(got));
+      end = clock_type::now();
+      done.cross();
+    });
+    for (int m = 0; m < window; ++m) must(t.send(peer, message(w, m), std::move(messages[m])), "send");
+    done.wait();
+    if (w > 0) seconds += std::chrono::duration<double>(end - start).count();
+  }
+  return static_cast<double>(size) * window * windows / seconds / 1e6;
+}
+
+// Rank 0 measures; rank 1 mirrors. Both walk the same sequence of sizes and tags.
+void run_rank(int rank, const actors::transport& t, const options& o) {
   std::uint32_t next_tag = 0;
   for (std::size_t size : o.sizes) {
-    const bool latency = size <= 8192;
-    if (latency) {
-      const int iterations = o.latency_iterations;
-      const auto start = clock_type::now();
-      for (int i = 0; i < iterations; ++i) {
-        const auto tg = tag_of(next_tag++);
-        if (rank == 0) {
-          t.receive(peer, tag_of(next_tag), w.callback());
-          must(t.send(peer, tg, floats(size)), "send");
-          w.wait_for(1);
-        } else {
-          t.receive(peer, tg, w.callback());
-          w.wait_for(1);
-          must(t.send(peer, tag_of(next_tag), floats(size)), "send");
-        }
-        ++next_tag;
+    if (size <= 8192) {
+      const int warm = o.latency_iterations / 10;
+      const double us = ping_pong(t, rank, size, o.latency_iterations, warm, next_tag);
+      next_tag += 2 * (o.latency_iterations + warm);
+      if (rank == 0) std::printf("latency\t%zu\t%.3f\n", size, us);
+      if (o.handoff) {
+        const double via = ping_pong_via_thread(t, rank, size, o.latency_iterations, next_tag);
+        next_tag += 2 * o.latency_iterations;
+        if (rank == 0) std::printf("latency_via_thread\t%zu\t%.3f\n", size, via);
       }
-      const double seconds = std::chrono::duration<double>(clock_type::now() - start).count();
-      if (rank == 0) std::printf("latency\t%zu\t%.3f\n", size, seconds / iterations / 2 * 1e6);
     } else {
       const int windows = std::max<int>(2, static_cast<int>(o.bandwidth_bytes / size / o.window));
-      // The sender's payloads are made before the clock runs (a real run's payloads come from the
-      // kernels), as ucx_perftest's buffer is; the receiver's allocation is the transport's and counts.
-      // One warm-up window, untimed, so registration and connection setup are not counted.
-      double seconds = 0;
-      for (int k = 0; k <= windows; ++k) {
-        std::vector<actors::payload> messages;
-        if (rank == 0)
-          for (int m = 0; m < o.window; ++m) messages.push_back(floats(size));
-        const std::uint32_t base = next_tag;
-        next_tag += o.window + 1;
-        const auto start = clock_type::now();
-        if (rank == 0) {
-          t.receive(peer, tag_of(base + o.window), w.callback());
-          for (int m = 0; m < o.window; ++m) must(t.send(peer, tag_of(base + m), std::move(messages[m])), "send");
-          w.wait_for(1);
-        } else {
-          for (int m = 0; m < o.window; ++m) t.receive(peer, tag_of(base + m), w.callback());
-          w.wait_for(o.window);
-          must(t.send(peer, tag_of(base + o.window), floats(4)), "send");
-        }
-        if (k > 0) seconds += std::chrono::duration<double>(clock_type::now() - start).count();
-      }
-      const double bytes = static_cast<double>(size) * o.window * windows;
-      if (rank == 0) std::printf("bandwidth\t%zu\t%.1f\n", size, bytes / seconds / 1e6);
+      const double mb = stream(t, rank, size, o.window, windows, next_tag);
+      next_tag += (windows + 1) * (o.window + 1);
+      if (rank == 0) std::printf("bandwidth\t%zu\t%.1f\n", size, mb);
     }
     std::fflush(stdout);
   }
@@ -176,12 +291,13 @@ std::vector<std::uint8_t> swap_addresses(const std::vector<std::uint8_t>& mine, 
 
 int usage(const char* argv0) {
   std::printf(
-      "usage: %s [--sizes B,B,...] [--iterations N] [--bytes B] [--window N]\n"
+      "usage: %s [--sizes B,B,...] [--iterations N] [--bytes B] [--window N] [--via-thread]\n"
       "  --sizes       message sizes in bytes; <= 8192 measures latency, larger bandwidth\n"
       "                (default 8,1048576,4194304,16777216,67108864)\n"
       "  --iterations  ping-pong round trips per latency figure (default 20000)\n"
       "  --bytes       bytes moved per bandwidth figure (default 1073741824)\n"
       "  --window      messages in flight one way (default 16)\n"
+      "  --via-thread  also time latency through a thread that waits for each receive and sends\n"
       "UCX_TLS and UCX_NET_DEVICES choose the wire, as for any UCX program.\n",
       argv0);
   return 0;
@@ -209,6 +325,8 @@ int main(int argc, char** argv) {
       o.bandwidth_bytes = std::strtoull(argv[++i], nullptr, 10);
     } else if (a == "--window" && has_value) {
       o.window = std::atoi(argv[++i]);
+    } else if (a == "--via-thread") {
+      o.handoff = true;
     } else {
       std::fprintf(stderr, "transport_bench: unknown or incomplete option '%s' (see --help)\n", a.c_str());
       return 2;
