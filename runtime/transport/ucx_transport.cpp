@@ -1,5 +1,6 @@
 #include "runtime/transport/ucx_transport.hpp"
 
+#include <malloc.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <ucp/api/ucp.h>
@@ -76,6 +77,23 @@ void fault_in_huge(void* data, std::size_t bytes) {
 #ifdef MADV_POPULATE_WRITE
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
 #endif
+}
+
+// Keeps the process's freed blocks of up to 32 MiB for reuse. Every payload a rank receives is
+// allocated here and freed by its consumer; with glibc's defaults a block of a megabyte or more is a
+// fresh mapping (or heap growth that the next free trims away), faulted in 4 KiB at a time, so each
+// receive paid page faults and each free an unmap, on both sides of a transfer: at 1 to 16 MiB over
+// shared memory that halved the bandwidth. 32 MiB is the largest block glibc lets its heaps serve;
+// larger ones stay mappings (see fault_in_huge). This is process-wide, so it is done once, and not
+// where the user tunes malloc already (GLIBC_TUNABLES naming glibc.malloc).
+void keep_freed_blocks() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
+    ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    ::mallopt(M_TRIM_THRESHOLD, 1 << 30);  // give memory back only past a GiB of free heap
+  });
 }
 
 // Whether UCX_TLS names only shared-memory transports. UCX 1.13's shared-memory transports cannot
@@ -692,6 +710,7 @@ expected<std::shared_ptr<void>> make_ucx_transport(int rank, int world) {
   if (world < 1 || world > wire::max_ranks || rank < 0 || rank >= world)
     return unexpected(errc::transport_error, "ucx transport: rank " + std::to_string(rank) + " of " + std::to_string(world) +
                                                  " (at most " + std::to_string(wire::max_ranks) + " ranks)");
+  keep_freed_blocks();
   auto s = std::make_shared<ucx_state>();
   s->rank = rank;
   s->world = world;
