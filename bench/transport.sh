@@ -7,6 +7,7 @@
 # Usage: bench/transport.sh [BIN_DIR] [TLS...]   (default: build/bin, then "tcp posix")
 # BIN_DIR holds transport_bench (and ucx_perftest, if it is not on PATH: a GPU bundle carries it).
 # Prints one table; ratio = loom / ucx_perftest (bandwidth: higher is better; latency: lower is).
+# REPEAT=n (below) runs it all n times and prints medians and the ratio's spread.
 set -euo pipefail
 bin=${1:-build/bin}
 shift || true
@@ -33,26 +34,54 @@ perftest_final() {  # TLS TEST SIZE ITERS
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "nan" }'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+span() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}'; }
 
-printf '%-6s %-10s %-10s %14s %14s %7s\n' tls test size ucx_perftest loom ratio
+# REPEAT=n runs loom and then ucx_perftest n times over, alternating, and prints each figure's median;
+# "ratio range" is the spread of loom / ucx_perftest over the rounds (each round's pair ran within a
+# minute of each other). On a shared or loaded machine a single round says little.
+repeat=${REPEAT:-1}
+if (( repeat > 1 )); then
+  printf '%-6s %-10s %-10s %14s %14s %7s %12s\n' tls test size ucx_perftest loom ratio "ratio range"
+else
+  printf '%-6s %-10s %-10s %14s %14s %7s\n' tls test size ucx_perftest loom ratio
+fi
 for tls in "${tls_list[@]}"; do
-  # loom: every size in one run of two processes.
-  loom_out=$(UCX_TLS=$tls,self "$bin/transport_bench" --sizes "$(IFS=,; echo "${sizes[*]}")" --iterations 20000 \
-             --bytes $((1 << 30)) --via-thread)
+  declare -A ours=() peer=() ratios=()
+  for ((round = 0; round < repeat; ++round)); do
+    # loom: every size in one run of two processes.
+    loom_out=$(UCX_TLS=$tls,self "$bin/transport_bench" --sizes "$(IFS=,; echo "${sizes[*]}")" --iterations 20000 \
+               --bytes $((1 << 30)) --via-thread)
+    for size in "${sizes[@]}"; do
+      if (( size <= 8192 )); then
+        lat=$(awk -v s="$size" '$1 == "latency" && $2 == s {print $3}' <<<"$loom_out")
+        via=$(awk -v s="$size" '$1 == "latency_via_thread" && $2 == s {print $3}' <<<"$loom_out")
+        # Final: iterations, latency typical/avg/overall (us), bandwidth avg/overall (MB/s), rate avg/overall.
+        them=$(perftest_final "$tls" tag_lat "$size" 20000 | awk '{print $4}')
+        ours[lat]+=" $lat"; ours[via]+=" $via"; peer[lat]+=" $them"
+        ratios[lat]+=" $(ratio "$lat" "$them")"; ratios[via]+=" $(ratio "$via" "$them")"
+      else
+        bw=$(awk -v s="$size" '$1 == "bandwidth" && $2 == s {print $3}' <<<"$loom_out")
+        iters=$(( (1 << 30) / size )); (( iters >= 16 )) || iters=16
+        # ucx_perftest's MB is 2^20 bytes; transport_bench prints 10^6 bytes per second.
+        them=$(perftest_final "$tls" tag_bw "$size" "$iters" | awk '{printf "%.1f", $7 * 1048576 / 1e6}')
+        ours[$size]+=" $bw"; peer[$size]+=" $them"; ratios[$size]+=" $(ratio "$bw" "$them")"
+      fi
+    done
+  done
+  row() {  # KEY PEER_KEY FORMAT TEST SIZE_LABEL
+    local o p r extra=""
+    o=$(median <<<"${ours[$1]}"); p=$(median <<<"${peer[$2]}"); r=$(median <<<"${ratios[$1]}")
+    (( repeat > 1 )) && extra=$(printf ' %12s' "$(span <<<"${ratios[$1]}")")
+    printf "$3%s\n" "$tls" "$4" "$5" "$p" "$o" "$r" "$extra"
+  }
   for size in "${sizes[@]}"; do
     if (( size <= 8192 )); then
-      ours=$(awk -v s="$size" '$1 == "latency" && $2 == s {print $3}' <<<"$loom_out")
-      via=$(awk -v s="$size" '$1 == "latency_via_thread" && $2 == s {print $3}' <<<"$loom_out")
-      # Final: iterations, latency typical/avg/overall (us), bandwidth avg/overall (MB/s), rate avg/overall.
-      peer=$(perftest_final "$tls" tag_lat "$size" 20000 | awk '{print $4}')
-      printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" latency "$size" "$peer" "$ours" "$(ratio "$ours" "$peer")"
-      printf '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx\n' "$tls" via-thread "$size" "$peer" "$via" "$(ratio "$via" "$peer")"
+      row lat lat '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx' latency "$size"
+      row via lat '%-6s %-10s %-10s %11.2f us %11.2f us %6.2fx' via-thread "$size"
     else
-      ours=$(awk -v s="$size" '$1 == "bandwidth" && $2 == s {print $3}' <<<"$loom_out")
-      iters=$(( (1 << 30) / size )); (( iters >= 16 )) || iters=16
-      # ucx_perftest's MB is 2^20 bytes; transport_bench prints 10^6 bytes per second.
-      peer=$(perftest_final "$tls" tag_bw "$size" "$iters" | awk '{printf "%.1f", $7 * 1048576 / 1e6}')
-      printf '%-6s %-10s %-10s %9.0f MB/s %9.0f MB/s %6.2fx\n' "$tls" bandwidth "$((size / mib))MiB" "$peer" "$ours" "$(ratio "$ours" "$peer")"
+      row "$size" "$size" '%-6s %-10s %-10s %9.0f MB/s %9.0f MB/s %6.2fx' bandwidth "$((size / mib))MiB"
     fi
   done
+  unset ours peer ratios
 done
