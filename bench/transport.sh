@@ -22,20 +22,29 @@ port=$((20000 + RANDOM % 20000))
 mib=$((1 << 20))
 sizes=(8 $mib $((4 * mib)) $((16 * mib)) $((64 * mib)))
 
-# ucx_perftest: a server and a client on this host; prints the client's "Final:" line.
+# ucx_perftest: a server and a client on this host; prints the client's "Final:" line. On a loaded
+# machine the server may not listen yet when the client starts: then it tries again, on a new port.
 perftest_final() {  # TLS TEST SIZE ITERS
-  local tls=$1 test=$2 size=$3 iters=$4 warm=$(( $4 / 10 + 1 ))
-  port=$((port + 1))
-  UCX_TLS=$tls,self "$perftest" -p $port >/dev/null 2>&1 &
-  local server=$!
-  sleep 0.3
-  UCX_TLS=$tls,self "$perftest" 127.0.0.1 -p $port -t "$test" -s "$size" -n "$iters" -w "$warm" 2>/dev/null | awk '/Final:/'
-  wait $server || true
+  local tls=$1 test=$2 size=$3 iters=$4 warm=$(( $4 / 10 + 1 )) try final server
+  for try in 1 2 3; do
+    port=$((port + 1))
+    UCX_TLS=$tls,self "$perftest" -p $port >/dev/null 2>&1 &
+    server=$!
+    sleep $((try - 1)).3
+    final=$(UCX_TLS=$tls,self "$perftest" 127.0.0.1 -p $port -t "$test" -s "$size" -n "$iters" -w "$warm" 2>/dev/null |
+            awk '/Final:/' || true)
+    if [[ -z $final ]]; then kill $server 2>/dev/null || true; fi
+    wait $server 2>/dev/null || true
+    if [[ -n $final ]]; then echo "$final"; return; fi
+  done
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "nan" }'; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-span() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.4f", a / b; else print "nan" }'; }
+# The median and the range of numbers on stdin ("nan" where a run gave none).
+median() { tr ' ' '\n' | awk '$1 != "" && $1 != "nan"' | sort -g |
+           awk '{v[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+span() { tr ' ' '\n' | awk '$1 != "" && $1 != "nan"' | sort -g |
+         awk 'NR == 1 {lo = $1} {hi = $1} END { if (NR == 0) print "nan"; else printf "%.2f-%.2f", lo, hi }'; }
 
 # REPEAT=n runs loom and then ucx_perftest n times over, alternating, and prints each figure's median;
 # "ratio range" is the spread of loom / ucx_perftest over the rounds (each round's pair ran within a
