@@ -577,6 +577,29 @@ BOOST_AUTO_TEST_CASE(kill_9_and_restart_lose_nothing) {
   BOOST_TEST(loomd.term() == 0);
 }
 
+// Many short-lived clients at once, as a script queueing a sweep makes them: every one gets its
+// reply. (CAF's deserialization workers in the daemon's middleman once lost some of these replies;
+// the client then waited out its 120 s timeout.)
+BOOST_AUTO_TEST_CASE(every_concurrent_submission_is_answered) {
+  temp_dir d;
+  const std::string state = d / "state";
+  daemon_process loomd(state);
+  loomd.start();
+  const auto busy = submit(state, "--set steps=100000");  // keeps the cores busy meanwhile, as in use
+  const int n = 200;
+  // In one shell, so that LOOM_STATE reaches every client of the pipeline.
+  auto r = run(state, "sh -c \"seq " + std::to_string(n) + " | xargs -P 8 -I{} " +
+                          loom_cmd("submit " + source_dir + "/examples/cpu-small.toml --set steps=1") + "\"");
+  BOOST_TEST(r.code == 0, r.err.substr(0, 2000));
+  std::set<std::string> ids;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) ids.insert(line);
+  BOOST_TEST(ids.size() == static_cast<std::size_t>(n), r.out.size() << " bytes of ids; errors: " << r.err.substr(0, 2000));
+  BOOST_TEST(status_json(state).size() == static_cast<std::size_t>(n + 1));
+  BOOST_TEST(run(state, loom_cmd("cancel " + std::to_string(busy))).code == 0);
+  BOOST_TEST(loomd.term() == 0);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(daemon_compare)
