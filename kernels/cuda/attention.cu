@@ -24,15 +24,6 @@ using namespace dev;
 constexpr float log2e = 1.4426950408889634f;
 constexpr float ln2 = 0.6931471805599453f;
 
-// Causal tiles differ in length (forward query tile i sees i + 1 key tiles; backward key tile j sees the
-// query tiles from j on), and the GPU starts CTAs in the order of their linear index. The grid is
-// therefore (heads, seqs, tiles), tiles slowest, and each tile index is handed out longest first: all
-// (sequence, head) pairs' longest tiles start before any shorter one, so no long CTA starts late and runs
-// alone at the end. (Indices stay the hardware's own: recomputing them from a linear index cost registers.)
-__device__ __forceinline__ int longest_tile_first(bool longest_is_last) {
-  return longest_is_last ? static_cast<int>(gridDim.z - 1 - blockIdx.z) : static_cast<int>(blockIdx.z);
-}
-
 struct fwd_args {
   const bf16* q;
   const bf16* k;
@@ -64,8 +55,8 @@ __global__ void __launch_bounds__(fwd_warps * 32, 2) attention_forward_kernel(co
   const uint32_t sV0 = sK0 + 2 * fwd_bc * D * 2;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int L = a.seq_len;
-  const int qb = longest_tile_first(true);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int qb = gridDim.x - 1 - blockIdx.x;  // longest rows first
+  const int h = blockIdx.y, s = blockIdx.z;
   const int q0 = qb * fwd_br;
   const std::size_t tok0 = static_cast<std::size_t>(s) * L;
   const bf16* Q = a.q + tok0 * a.ld_qkv + h * D;
@@ -310,8 +301,7 @@ __global__ void __launch_bounds__(bwd_warps * 32, 1) attention_backward_kernel(c
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int L = a.seq_len;
-  const int kb = longest_tile_first(false);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int kb = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
   const int k0 = kb * bwd_bc;
   const std::size_t tok0 = static_cast<std::size_t>(s) * L;
   const bf16* Q = a.q + tok0 * a.ld_qkv + h * D;
@@ -560,8 +550,8 @@ __global__ void __launch_bounds__(256, 1) attention_forward_wgmma_kernel(const f
   const uint32_t sV0 = sK0 + 2 * BC * D * 2;
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int L = a.seq_len;
-  const int qb = longest_tile_first(true);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int qb = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, s = blockIdx.z;
   const int q0 = qb * BR;
   const std::size_t tok0 = static_cast<std::size_t>(s) * L;
   const bf16* Q = a.q + tok0 * a.ld_qkv + h * D;
@@ -729,8 +719,7 @@ __global__ void __launch_bounds__(256, 1) attention_backward_wgmma_kernel(const 
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int L = a.seq_len;
-  const int kb = longest_tile_first(false);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int kb = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
   const int k0 = kb * BC;
   const std::size_t tok0 = static_cast<std::size_t>(s) * L;
   const bf16* Q = a.q + tok0 * a.ld_qkv + h * D;
@@ -943,8 +932,8 @@ __global__ void __launch_bounds__(256, 1)
   const uint32_t sQ = smem_u32(pQ);
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int L = a.seq_len;
-  const int qb = longest_tile_first(true);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int qb = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, s = blockIdx.z;
   const int q0 = qb * BR;
   const int tok0 = s * L;
   const int n_kb = (min(L, q0 + BR) - 1) / BC + 1;
@@ -1107,8 +1096,7 @@ __global__ void __launch_bounds__(256, 1) attention_backward_pipelined_kernel(co
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int L = a.seq_len;
-  const int kb = longest_tile_first(false);
-  const int h = blockIdx.x, s = blockIdx.y;
+  const int kb = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
   const int k0 = kb * BC;
   const std::size_t tok0 = static_cast<std::size_t>(s) * L;
   const bf16* Q = a.q + tok0 * a.ld_qkv + h * D;
@@ -1349,7 +1337,7 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
   const fwd_args a{q, k, v, out, lse, ld_qkv, ld_out, shape.seq_len, shape.heads, shape.scale * log2e};
   if (impl == attention_impl::automatic) impl = attention_impl::wgmma;  // fastest forward for both head dims
   if (impl == attention_impl::wgmma) {
-    const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + wfwd_br - 1) / wfwd_br);
+    const dim3 grid((shape.seq_len + wfwd_br - 1) / wfwd_br, shape.heads, shape.seqs);
     const std::uint64_t width = static_cast<std::uint64_t>(shape.heads) * shape.head_dim;
     const std::uint64_t tokens = static_cast<std::uint64_t>(shape.seqs) * shape.seq_len;
     auto tq = dev::make_tensor_map(q, width, tokens, ld_qkv, 64, wfwd_br);
@@ -1370,14 +1358,14 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
     return launch(attention_forward_pingpong_kernel<128>, pfwd_smem_bytes<128>());
   }
   if (impl == attention_impl::wgmma_basic) {
-    const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + wfwd_br - 1) / wfwd_br);
+    const dim3 grid((shape.seq_len + wfwd_br - 1) / wfwd_br, shape.heads, shape.seqs);
     if (shape.head_dim == 64)
       return launch_attention(attention_forward_wgmma_kernel<64>, grid, 256, wfwd_smem_bytes<64>(), stream,
                               "attention_forward_wgmma_kernel", a);
     return launch_attention(attention_forward_wgmma_kernel<128>, grid, 256, wfwd_smem_bytes<128>(), stream,
                             "attention_forward_wgmma_kernel", a);
   }
-  const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + fwd_br - 1) / fwd_br);
+  const dim3 grid((shape.seq_len + fwd_br - 1) / fwd_br, shape.heads, shape.seqs);
   if (shape.head_dim == 64)
     return launch_attention(attention_forward_kernel<64>, grid, fwd_warps * 32, fwd_smem_bytes<64>(), stream,
                             "attention_forward_kernel", a);
@@ -1433,7 +1421,7 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
     impl = D == 128 ? attention_impl::wgmma_basic : attention_impl::mma_sync;
   auto main_pass = [&]() -> expected<void> {
     if (impl == attention_impl::wgmma) {
-      const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + wbwd_bc - 1) / wbwd_bc);
+      const dim3 grid((shape.seq_len + wbwd_bc - 1) / wbwd_bc, shape.heads, shape.seqs);
       if (D == 64)
         return launch_attention(attention_backward_pipelined_kernel<64>, grid, 256, pbwd_smem_bytes<64>(),
                                 stream, "attention_backward_pipelined_kernel", a);
@@ -1441,14 +1429,14 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
                               stream, "attention_backward_pipelined_kernel", a);
     }
     if (impl == attention_impl::wgmma_basic) {
-      const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + wbwd_bc - 1) / wbwd_bc);
+      const dim3 grid((shape.seq_len + wbwd_bc - 1) / wbwd_bc, shape.heads, shape.seqs);
       if (D == 64)
         return launch_attention(attention_backward_wgmma_kernel<64>, grid, 256, wbwd_smem_bytes<64>(), stream,
                                 "attention_backward_wgmma_kernel", a);
       return launch_attention(attention_backward_wgmma_kernel<128>, grid, 256, wbwd_smem_bytes<128>(), stream,
                               "attention_backward_wgmma_kernel", a);
     }
-    const dim3 grid(shape.heads, shape.seqs, (shape.seq_len + bwd_bc - 1) / bwd_bc);
+    const dim3 grid((shape.seq_len + bwd_bc - 1) / bwd_bc, shape.heads, shape.seqs);
     if (D == 64)
       return launch_attention(attention_backward_kernel<64>, grid, bwd_warps * 32, bwd_smem_bytes<64>(),
                               stream, "attention_backward_kernel", a);
