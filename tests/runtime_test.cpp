@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -93,10 +94,15 @@ std::string read(const fs::path& p) {
 BOOST_AUTO_TEST_SUITE(runtime_equivalence)
 
 // The first test of every runtime change: a schedule changes when work runs, never what is computed.
+// At one layout (pp, ep) every schedule gives the first schedule's gradients to double rounding. Against
+// the single-rank loop the bound is float32's: with ep > 1 each rank's weight gradient covers its own
+// sequences and the halves are summed in double, a different float32 summation order than one product
+// over all sequences (seen: 1.3e-5 relative on one tensor with OpenBLAS's AVX-512 kernels).
 BOOST_AUTO_TEST_CASE(every_schedule_matches_the_single_rank_loop) {
   for (const char* gating : {"softmax", "sigmoid"}) {
     auto base = prepare(experiment_text("gpipe", 2, 1), {std::string("model.gating=\"") + gating + "\""});
     auto ref = reference(base.e, 8);
+    std::map<std::pair<int, int>, std::map<std::string, std::vector<double>>> first_grads;  // (pp, ep) -> tensor -> grad
     for (const std::string schedule : {"gpipe", "1f1b", "zb-h1", "dualpipe", "dualpipev"}) {
       for (int pp : {2, 4}) {
         for (int ep : {1, 2}) {
@@ -114,14 +120,24 @@ BOOST_AUTO_TEST_CASE(every_schedule_matches_the_single_rank_loop) {
               BOOST_TEST(r->grad_norm[i] == ref.grad_norm[i], boost::test_tools::tolerance(1e-5));
             }
             // Every logical tensor's last gradient and its value after the updates.
+            const double bound = ep == 1 ? 1e-5 : 1e-4;
+            auto& first = first_grads[{pp, ep}];
+            const bool is_first = first.empty();
             int compared = 0;
             for (const auto& p : ref.params.all()) {
               auto g = r->grads.find(p.name);
               BOOST_TEST_REQUIRE((g != r->grads.end()), "missing tensor " << p.name);
-              BOOST_TEST(relative_difference(g->second, p.grad) < 1e-5, p.name);
+              const double off = relative_difference(g->second, p.grad);
+              BOOST_TEST(off < bound, p.name << ": gradient differs from the loop's by " << off << " (relative)");
+              if (is_first) {
+                first[p.name] = g->second;
+              } else {
+                const double apart = relative_difference(g->second, first[p.name]);
+                BOOST_TEST(apart < 1e-12, p.name << ": gradient differs from gpipe's at this layout by " << apart);
+              }
               std::vector<double> mine(r->values[p.name].begin(), r->values[p.name].end());
               std::vector<double> theirs(p.value.begin(), p.value.end());
-              BOOST_TEST(relative_difference(mine, theirs) < 1e-5, p.name);
+              BOOST_TEST(relative_difference(mine, theirs) < bound, p.name);
               ++compared;
             }
             BOOST_TEST(compared == static_cast<int>(ref.params.all().size()));
