@@ -9,7 +9,8 @@
 #
 #   bench/daemon_bench.sh [BUILD_DIR]        (default: build; needs BUILD_DIR/bin/loom and loomd)
 #
-# Environment: SUBMISSIONS (200), PARALLEL (8), STATUS_CALLS (200).
+# Environment: SUBMISSIONS (200), PARALLEL (8), STATUS_CALLS (200), LOOMD_ARGS (more loomd options,
+# e.g. "--idle" to run the experiments under SCHED_IDLE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ loomd=$build/bin/loomd
 submissions=${SUBMISSIONS:-200}
 parallel=${PARALLEL:-8}
 status_calls=${STATUS_CALLS:-200}
+read -r -a loomd_args <<<"${LOOMD_ARGS:-}"
 [[ -x $loom && -x $loomd ]] || { echo "daemon_bench: build $loom and $loomd first" >&2; exit 2; }
 
 state=$(mktemp -d /tmp/loom-daemon-bench.XXXXXX)
@@ -33,7 +35,7 @@ export LOOM_STATE=$state/state
 
 now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
 
-"$loomd" --state "$LOOM_STATE" --port 0 >"$state/loomd.log" 2>&1 &
+"$loomd" --state "$LOOM_STATE" --port 0 "${loomd_args[@]}" >"$state/loomd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$state/loomd.log" 2>/dev/null && break; sleep 0.05; done
 grep "listening on" "$state/loomd.log"

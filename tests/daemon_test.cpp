@@ -3,8 +3,10 @@
 // a wrong token, and `loom compare` writes a page that renders in a headless browser.
 #include <boost/test/unit_test.hpp>
 
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +24,7 @@
 #include "runtime/daemon/recovery.hpp"
 #include "runtime/daemon/state_dir.hpp"
 #include "runtime/daemon/store.hpp"
+#include "runtime/daemon/supervisor.hpp"
 #include "runtime/daemon/token.hpp"
 #include "tests/process_support.hpp"
 
@@ -348,6 +351,40 @@ BOOST_AUTO_TEST_CASE(tokens_and_endpoints) {
   BOOST_TEST(is_loopback("::1"));
   BOOST_TEST(!is_loopback("0.0.0.0"));
   BOOST_TEST(!is_loopback("10.1.2.3"));
+}
+
+// A run's child yields the CPU as loomd was told (--nice N, --idle), so `loom status` stays quick.
+BOOST_AUTO_TEST_CASE(children_run_at_the_priority_asked_for) {
+  temp_dir d;
+  auto started = [&](run_priority priority) {
+    launch_spec spec;
+    spec.program = "/bin/sleep";
+    spec.args = {"30"};
+    spec.log_path = d / "log";
+    spec.priority = priority;
+    auto pid = launch(spec);
+    BOOST_TEST_REQUIRE(pid.has_value());
+    // The child sets its priority before exec: wait until it runs sleep.
+    const std::string cmdline = "/proc/" + std::to_string(*pid) + "/cmdline";
+    for (int i = 0; i < 500 && read_file(cmdline).rfind("/bin/sleep", 0) != 0; ++i) std::this_thread::sleep_for(10ms);
+    BOOST_TEST(read_file(cmdline).rfind("/bin/sleep", 0) == 0u);
+    return *pid;
+  };
+  auto stop = [](pid_t pid) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  };
+  const int own_nice = ::getpriority(PRIO_PROCESS, 0);
+
+  pid_t idle = started({3, true});
+  BOOST_TEST(::sched_getscheduler(idle) == SCHED_IDLE);
+  BOOST_TEST(::getpriority(PRIO_PROCESS, static_cast<id_t>(idle)) == std::min(own_nice + 3, 19));
+  stop(idle);
+
+  pid_t plain = started({});
+  BOOST_TEST(::sched_getscheduler(plain) == ::sched_getscheduler(0));
+  BOOST_TEST(::getpriority(PRIO_PROCESS, static_cast<id_t>(plain)) == own_nice);
+  stop(plain);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

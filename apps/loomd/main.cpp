@@ -43,6 +43,7 @@ struct options {
   bool allow_remote = false;
   int jobs = 0;  // 0: one per GPU, else 1
   int nice = 10;
+  bool idle = false;
   // Hosts of multi-process runs:
   std::string join;         // HOST:PORT of a head daemon to offer this host to
   std::string token_file;   // the head's token (with --join)
@@ -146,7 +147,7 @@ int serve(const options& o) {
       for (const auto& g : *gpus) s.queue.gpu_slots.push_back(std::to_string(g.index));
     }
   }
-  s.queue.nice = o.nice;
+  s.queue.priority = {o.nice, o.idle};
   s.queue.host_name = o.name.empty() ? host_name() : o.name;
   s.queue.advertise = !o.advertise.empty() ? o.advertise : is_wildcard(o.host) ? "" : o.host;
   s.queue.slots = o.slots > 0 ? o.slots : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -211,7 +212,7 @@ int serve(const options& o) {
     a.self.slots = s.queue.slots;
     a.loom_program = s.queue.loom_program;
     a.workers_dir = paths.workers;
-    a.nice = o.nice;
+    a.priority = s.queue.priority;
     a.cancel_grace = s.queue.cancel_grace;
     a.internal_key = s.internal_key;
     agent = spawn_host_agent(sys, a);
@@ -261,6 +262,9 @@ int main(int argc, char** argv) {
                  "Niceness of the runs, 0-19: the daemon and its clients stay responsive while experiments use every "
                  "core; it matters only when the CPU is contended")
       ->capture_default_str();
+  app.add_flag("--idle", o.idle,
+               "Run experiments under SCHED_IDLE: they get only CPU time that nothing else wants, which keeps "
+               "`loom status` quickest on a busy machine but lets any other program slow a run down");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -152,7 +152,7 @@ workers_reply start_workers(self_ptr self, const workers_request& req) {
   if (auto ok = make_private_dir(dir); !ok) return refuse(ok.error().message);
   std::vector<worker_child> started;
   for (auto rank : req.ranks) {
-    worker_launch w{st.cfg.loom_program, req.rendezvous, rank, req.world, req.join_timeout, req.peer_timeout, dir, st.cfg.nice};
+    worker_launch w{st.cfg.loom_program, req.rendezvous, rank, req.world, req.join_timeout, req.peer_timeout, dir, st.cfg.priority};
     auto spec = worker_spec(w);
     auto pid = launch(spec);
     if (!pid) {

@@ -25,7 +25,7 @@ struct agent_settings {
   host_info self;                      // what this host announces (name, address, slots, version)
   std::string loom_program;            // the `loom` binary the workers run
   std::string workers_dir;             // STATE/workers
-  int nice = 0;                        // the workers' niceness
+  run_priority priority;               // the workers' niceness or SCHED_IDLE
   std::chrono::milliseconds cancel_grace{5000};  // SIGTERM, then SIGKILL after this long
   std::chrono::milliseconds retry{2000};         // between attempts to join
   std::uint64_t internal_key = 0;      // carried by reap and stop, which only this process sends

@@ -145,7 +145,7 @@ void job_queue::start(std::int64_t id) {
     spec.args.push_back(o);
   }
   spec.log_path = dir + "/log";
-  spec.nice = cfg_.nice;
+  spec.priority = cfg_.priority;
   if (static_cast<std::size_t>(slot) < cfg_.gpu_slots.size()) spec.env.push_back("CUDA_VISIBLE_DEVICES=" + cfg_.gpu_slots[slot]);
   auto pid = launch(spec);
   if (!pid) return fail(pid.error().message);
@@ -230,7 +230,7 @@ void job_queue::dispatch(child& c) {
   };
   for (int r = 1; r < sp.world; ++r) {
     if (sp.host_of_rank[static_cast<std::size_t>(r)] != 0) continue;
-    worker_launch w{cfg_.loom_program, rendezvous, r, sp.world, cfg_.join_timeout, cfg_.peer_timeout, dir, cfg_.nice};
+    worker_launch w{cfg_.loom_program, rendezvous, r, sp.world, cfg_.join_timeout, cfg_.peer_timeout, dir, cfg_.priority};
     auto pid = launch(worker_spec(w));
     if (!pid) return abort_run("rank " + std::to_string(r) + " could not start on " + cfg_.host_name + ": " + pid.error().message);
     sp.locals.push_back({r, *pid});

@@ -23,6 +23,7 @@
 #include "runtime/daemon/host_table.hpp"
 #include "runtime/daemon/state_dir.hpp"
 #include "runtime/daemon/store.hpp"
+#include "runtime/daemon/supervisor.hpp"
 
 namespace loom::daemon {
 
@@ -32,7 +33,7 @@ struct queue_settings {
   int jobs = 1;                        // experiments at once
   std::vector<std::string> gpu_slots;  // when not empty: slot i runs with CUDA_VISIBLE_DEVICES=gpu_slots[i]
   std::chrono::milliseconds cancel_grace{5000};  // SIGTERM, then SIGKILL after this long
-  int nice = 0;                        // the runs' niceness, relative to the daemon's
+  run_priority priority;               // the runs' niceness (relative to the daemon's) or SCHED_IDLE
   // Multi-process runs:
   std::string host_name;               // this host, as logs and `loom hosts` name it
   std::string advertise;               // the address rank 0 listens at (reachable from the joined hosts)

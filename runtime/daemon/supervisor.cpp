@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,7 +83,12 @@ expected<pid_t> launch(const launch_spec& spec) {
     ::dup2(log, 1);
     ::dup2(log, 2);
     ::close_range(3, ~0u, 0);
-    if (spec.nice != 0) (void)!::nice(spec.nice);
+    if (spec.priority.nice != 0) (void)!::nice(spec.priority.nice);
+    if (spec.priority.idle) {
+      sched_param none{};
+      none.sched_priority = 0;
+      (void)::sched_setscheduler(0, SCHED_IDLE, &none);  // best effort, like nice(): never fails a run
+    }
     if (cwd && ::chdir(cwd) != 0) {
       static const char msg[] = "loomd: cannot enter the run's folder\n";
       (void)!::write(2, msg, sizeof msg - 1);

@@ -13,6 +13,14 @@
 
 namespace loom::daemon {
 
+// How a child yields the CPU to the daemon and its clients (`loom status` stays quick while a run
+// keeps every core busy).
+struct run_priority {
+  int nice = 0;        // added to the child's niceness (0: the daemon's own)
+  bool idle = false;   // SCHED_IDLE: the child (and every thread it starts) runs only on CPU time nobody
+                       // else wants; stronger than any niceness, since it also preempts at wake-up
+};
+
 struct launch_spec {
   std::string program;             // absolute path of the binary
   std::vector<std::string> args;   // argv[1..]
@@ -20,7 +28,7 @@ struct launch_spec {
                                    // daemon may add lines of its own while the child writes)
   std::string cwd;                 // the child's working folder ("" : the daemon's)
   std::vector<std::string> env;    // "NAME=VALUE" added to (or replacing in) the daemon's environment
-  int nice = 0;                    // added to the child's niceness (0: the daemon's own)
+  run_priority priority;
 };
 
 // fork + setsid + exec; the child's signal mask and SIGPIPE are reset, its other descriptors closed.

@@ -26,7 +26,7 @@ launch_spec worker_spec(const worker_launch& w) {
                "--quiet", "--timeout", seconds(w.join_timeout), "--peer-timeout", seconds(w.peer_timeout)};
   spec.log_path = w.dir + "/rank-" + std::to_string(w.rank) + ".log";
   spec.cwd = w.dir;
-  spec.nice = w.nice;
+  spec.priority = w.priority;
   return spec;
 }
 

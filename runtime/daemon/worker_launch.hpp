@@ -19,7 +19,7 @@ struct worker_launch {
   double join_timeout = 60;    // seconds to wait for rank 0 (and rank 0 for everyone) at the start
   double peer_timeout = 15;    // seconds of silence after which a peer counts as gone
   std::string dir;             // working folder; the log is DIR/rank-R.log
-  int nice = 0;
+  run_priority priority;
 };
 
 // A rank > 0: `loom worker --rendezvous R --rank r --world N --quiet --timeout T --peer-timeout P`.
