@@ -30,6 +30,12 @@ export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export UCX_TLS=${UCX_TLS:-posix,sysv,self}
 nvidia-smi -L
+# NCCL needs a GPU per process; the transport is opt-in in loom itself (runtime/cluster/cluster_run.cpp).
+gpus=$(nvidia-smi -L | grep -c '^GPU ' || true)
+if [[ -z ${LOOM_DATA_PLANE:-} ]]; then
+  if ((procs <= gpus)); then export LOOM_DATA_PLANE=nccl; else export LOOM_DATA_PLANE=ucx; fi
+fi
+echo "data plane between the $procs processes on $gpus GPUs: $LOOM_DATA_PLANE"
 status=0
 for s in "${schedules[@]}"; do
   echo "== $s"
