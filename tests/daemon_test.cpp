@@ -1,19 +1,26 @@
 // The runtime daemon: its store survives reopening and kill -9, submissions are validated through
 // the submitted files only, loomd (a real process) loses nothing when killed and restarted, refuses
-// a wrong token, and `loom compare` writes a page that renders in a headless browser.
+// a wrong token, keeps serving whatever bytes arrive on its port, and `loom compare` writes a page
+// that renders in a headless browser.
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -137,6 +144,7 @@ class daemon_process {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
   std::string output() const { return read_file(state_ + ".loomd.out"); }
+  pid_t pid() const { return pid_; }
 
  private:
   std::string state_;
@@ -634,6 +642,126 @@ BOOST_AUTO_TEST_CASE(every_concurrent_submission_is_answered) {
   BOOST_TEST(ids.size() == static_cast<std::size_t>(n), r.out.size() << " bytes of ids; errors: " << r.err.substr(0, 2000));
   BOOST_TEST(status_json(state).size() == static_cast<std::size_t>(n + 1));
   BOOST_TEST(run(state, loom_cmd("cancel " + std::to_string(busy))).code == 0);
+  BOOST_TEST(loomd.term() == 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+namespace {
+
+// A TCP connection to the daemon's port (STATE/endpoint) that speaks no protocol: the test writes bytes.
+class raw_connection {
+ public:
+  explicit raw_connection(const std::string& state) {
+    auto where = parse_endpoint(read_file(state + "/endpoint"));
+    BOOST_TEST_REQUIRE(where.has_value());
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_TEST_REQUIRE(fd_ >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(where->port);
+    BOOST_TEST_REQUIRE(::inet_pton(AF_INET, where->host.c_str(), &a.sin_addr) == 1);
+    BOOST_TEST_REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0, std::strerror(errno));
+  }
+  ~raw_connection() { ::close(fd_); }
+  raw_connection(const raw_connection&) = delete;
+  raw_connection& operator=(const raw_connection&) = delete;
+  // Sends what it can; the daemon may close the connection on the way (that is the point).
+  void send(const std::string& bytes) { [[maybe_unused]] auto n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+
+ private:
+  int fd_ = -1;
+};
+
+// A BASP header (CAF 0.17, caf/io/basp/header.hpp): operation, 2 padding bytes, flags, payload size
+// (big-endian u32), then three u64 fields, 32 bytes in all.
+std::string basp_header(std::uint8_t operation, std::uint32_t payload_bytes) {
+  std::string h(32, '\0');
+  h[0] = static_cast<char>(operation);
+  const std::uint32_t be = htonl(payload_bytes);
+  std::memcpy(h.data() + 4, &be, sizeof be);
+  return h;
+}
+constexpr std::uint8_t client_handshake = 0x01, direct_message = 0x02;
+
+long rss_mib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6)) / 1024;
+  return -1;
+}
+
+bool daemon_alive(pid_t pid) {
+  int st;
+  return ::waitpid(pid, &st, WNOHANG) == 0;
+}
+
+// `loom status` answers (within its own 10 s connect limit) and the process is still there.
+void expect_serving(const std::string& state, pid_t pid, const std::string& after) {
+  BOOST_TEST(daemon_alive(pid), "loomd died after " << after);
+  auto r = run(state, loom_cmd("status"));
+  BOOST_TEST(r.code == 0, "after " << after << ": " << r.err);
+}
+
+}  // namespace
+
+// Bytes that are not a client's: the daemon's port must keep serving real clients meanwhile and after.
+BOOST_AUTO_TEST_SUITE(daemon_port)
+
+BOOST_AUTO_TEST_CASE(malformed_requests_leave_it_serving) {
+  temp_dir d;
+  const std::string state = d / "state";
+  daemon_process loomd(state);
+  loomd.start();
+  const pid_t pid = loomd.pid();
+  const long rss_at_start = rss_mib(pid);
+
+  std::mt19937 rng(7);
+  auto random_bytes = [&](std::size_t n) {
+    std::string b(n, '\0');
+    for (auto& c : b) c = static_cast<char>(rng());
+    return b;
+  };
+  for (int i = 0; i < 8; ++i) raw_connection(state).send(random_bytes(64u << 10));  // (the log keeps 20 lines a burst)
+  expect_serving(state, pid, "garbage bytes");
+
+  raw_connection(state).send(basp_header(client_handshake, 100).substr(0, 13));         // a truncated header
+  raw_connection(state).send(basp_header(client_handshake, 1000) + random_bytes(100));  // a truncated message
+  raw_connection(state).send(basp_header(0xee, 0));                                      // no such operation
+  expect_serving(state, pid, "truncated messages");
+
+  {  // Huge sizes, the connections held open: without a cap the daemon would allocate them first.
+    raw_connection a(state), b(state);
+    a.send(basp_header(client_handshake, 0xfffffff0u));
+    b.send(basp_header(direct_message, 0x7fffffffu));
+    std::vector<std::unique_ptr<raw_connection>> many;  // 40 x 32 MiB: each under the per-message cap
+    for (int i = 0; i < 40; ++i) {
+      many.push_back(std::make_unique<raw_connection>(state));
+      many.back()->send(basp_header(client_handshake, 32u << 20));
+    }
+    std::this_thread::sleep_for(500ms);
+    expect_serving(state, pid, "huge sizes");
+    BOOST_TEST(rss_mib(pid) < rss_at_start + 768, "loomd holds " << rss_mib(pid) << " MiB while strangers announce huge messages");
+  }
+  {
+    std::vector<std::unique_ptr<raw_connection>> idle;  // connections that never say a word
+    for (int i = 0; i < 300; ++i) idle.push_back(std::make_unique<raw_connection>(state));
+    expect_serving(state, pid, "300 silent connections");
+  }
+  expect_serving(state, pid, "all of it");
+  const auto id = submit(state, "--set steps=1");  // and it still takes work
+  BOOST_TEST(id > 0);
+  {  // A large submission (a 3 MiB schedule) crosses the gate in many pieces and is accepted whole.
+    std::string big = read_file(source_dir + "/schedules/1f1b.sched");
+    const std::string line = "// " + std::string(1021, 'x') + "\n";
+    for (int i = 0; i < 3072; ++i) big += line;
+    write_file(d / "big.sched", big);
+    write_file(d / "big.toml", std::regex_replace(read_file(source_dir + "/examples/cpu-small.toml"),
+                                                  std::regex("file = \"[^\"]*\""), "file = \"big.sched\""));
+    auto r = run(state, loom_cmd("submit " + (d / "big.toml") + " --set steps=1"));
+    BOOST_TEST(r.code == 0, r.err);
+  }
+  BOOST_TEST(loomd.output().find("announced a message of 4294967280 bytes") != std::string::npos, loomd.output());
   BOOST_TEST(loomd.term() == 0);
 }
 

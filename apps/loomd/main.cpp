@@ -25,6 +25,7 @@
 #include "loom/version.hpp"
 #include "runtime/daemon/clock.hpp"
 #include "runtime/daemon/coordinator.hpp"
+#include "runtime/daemon/gate.hpp"
 #include "runtime/daemon/host_agent.hpp"
 #include "runtime/daemon/protocol.hpp"
 #include "runtime/daemon/recovery.hpp"
@@ -183,13 +184,24 @@ int serve(const options& o) {
     self->request(coordinator, std::chrono::seconds(60), stop_atom::value, s.internal_key, reason)
         .receive([](bool) {}, [&](caf::error& e) { std::cerr << "loomd: stopping: " << sys.render(e) << "\n"; });
   };
-  auto port = caf::io::publish(caf::actor_cast<daemon_actor>(coordinator), static_cast<std::uint16_t>(o.port),
-                               o.host.c_str(), true);
-  if (!port) {
+  // The middleman listens on a loopback port of its own; clients reach it through the gate, which
+  // keeps oversized messages away from it (gate.hpp).
+  auto backend_port = caf::io::publish(caf::actor_cast<daemon_actor>(coordinator), 0, "127.0.0.1", true);
+  if (!backend_port) {
     stop("the daemon could not start");
-    return fail("cannot listen on " + o.host + ":" + std::to_string(o.port) + ": " + sys.render(port.error()));
+    return fail("cannot listen on 127.0.0.1: " + sys.render(backend_port.error()));
   }
-  const endpoint where{o.host, *port};
+  gate_settings gs;
+  gs.host = o.host;
+  gs.port = static_cast<std::uint16_t>(o.port);
+  gs.backend_port = *backend_port;
+  gs.log = [](const std::string& line) { std::cout << line << std::endl; };
+  auto front = gate::open(std::move(gs));
+  if (!front) {
+    stop("the daemon could not start");
+    return fail(front.error().message);
+  }
+  const endpoint where{o.host, (*front)->port()};
   if (auto ok = write_endpoint(paths.endpoint, where); !ok) {
     stop("the daemon could not start");
     return fail(ok.error().message);
