@@ -185,10 +185,22 @@ struct gate::state {
     return true;
   }
 
-  // Appends `n` bytes for `fd` and tries to send them at once.
+  // Sends `n` bytes to `fd` (whose outbox is empty: a side is read only then), keeping what does not
+  // fit now; false on an error.
   static bool relay(int fd, outbox& box, const char* p, std::size_t n) {
-    box.bytes.insert(box.bytes.end(), p, p + n);
-    return flush(fd, box);
+    while (n > 0) {
+      const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+        break;
+      }
+      p += k;
+      n -= static_cast<std::size_t>(k);
+    }
+    box.bytes.assign(p, p + n);
+    box.sent = 0;
+    return true;
   }
 
   void accept_all() {
@@ -255,7 +267,11 @@ struct gate::state {
     if (events & EPOLLOUT) {
       if (!flush(backend ? c.backend : c.client, backend ? c.to_backend : c.to_client)) return false;
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    // A side is read only while what it sent before has all gone on; a hang-up that comes meanwhile
+    // (epoll reports those unasked) ends the connection once that is flushed.
+    const bool earlier_sent = backend ? c.to_client.empty() : c.to_backend.empty();
+    if ((events & (EPOLLHUP | EPOLLERR)) && !earlier_sent) c.closing = true;
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && earlier_sent) {
       const int from = backend ? c.backend : c.client;
       const ssize_t n = ::recv(from, buffer.data(), buffer.size(), 0);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
