@@ -25,6 +25,7 @@
 #include <sstream>
 #include <thread>
 
+#include "runtime/daemon/basp_framing.hpp"
 #include "runtime/daemon/bundle_check.hpp"
 #include "runtime/daemon/bundle_collect.hpp"
 #include "runtime/daemon/compare_page.hpp"
@@ -707,6 +708,33 @@ void expect_serving(const std::string& state, pid_t pid, const std::string& afte
 
 // Bytes that are not a client's: the daemon's port must keep serving real clients meanwhile and after.
 BOOST_AUTO_TEST_SUITE(daemon_port)
+
+// The gate follows the BASP framing however the socket cuts the stream: the same sizes come out of a
+// stream of headers and payloads fed whole, byte by byte, or in uneven pieces.
+BOOST_AUTO_TEST_CASE(the_framing_survives_any_split) {
+  std::string stream;
+  std::vector<std::uint32_t> sizes = {0, 5, 0, 1000, 31, 32, 33, 70000, 0};
+  for (auto n : sizes) stream += basp_header(direct_message, n) + std::string(n, 'p');
+  stream += basp_header(client_handshake, 12).substr(0, 20);  // a header cut short: not reported
+  auto scan_in = [&](std::size_t piece) {
+    basp_scanner scanner;
+    std::vector<std::uint32_t> seen;
+    for (std::size_t at = 0; at < stream.size(); at += piece) {
+      const std::size_t n = std::min(piece + at % 7, stream.size() - at);  // uneven pieces
+      BOOST_TEST(scanner.scan(stream.data() + at, n, [&](std::uint32_t s) { seen.push_back(s); return true; }));
+      at += n - piece;
+    }
+    BOOST_TEST(scanner.header_have == 20u);
+    BOOST_TEST(scanner.payload_left == 0u);
+    return seen;
+  };
+  for (std::size_t piece : {stream.size(), std::size_t{1}, std::size_t{3}, std::size_t{32}, std::size_t{4096}})
+    BOOST_TEST(scan_in(piece) == sizes, "pieces of " << piece);
+  basp_scanner stop;  // a refusal stops the scan at that header
+  int calls = 0;
+  BOOST_TEST(!stop.scan(stream.data(), stream.size(), [&](std::uint32_t s) { ++calls; return s < 1000; }));
+  BOOST_TEST(calls == 4);
+}
 
 BOOST_AUTO_TEST_CASE(malformed_requests_leave_it_serving) {
   temp_dir d;

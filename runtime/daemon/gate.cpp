@@ -18,14 +18,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/daemon/basp_framing.hpp"
+
 namespace loom::daemon {
 
 namespace {
-
-// caf/io/basp/header.hpp (BASP version 3): operation, two padding bytes, flags, payload_len (u32),
-// operation_data (u64), source and destination actor (u64 each), in network byte order.
-constexpr std::size_t basp_header_bytes = 32;
-constexpr std::size_t payload_len_offset = 4;
 
 constexpr std::size_t read_chunk = 64u << 10;
 
@@ -45,41 +42,6 @@ std::string peer_name(const sockaddr_storage& a) {
   }
   return std::string(host) + ":" + std::to_string(port);
 }
-
-// Follows the BASP framing of what a client sends: header, payload of the announced size, header...
-struct basp_scanner {
-  unsigned char header[basp_header_bytes];
-  std::size_t header_have = 0;
-  std::uint64_t payload_left = 0;
-
-  // Calls accept(announced payload size) for every header completed in these bytes; false as soon
-  // as one is not accepted.
-  template <class Accept>
-  bool scan(const char* p, std::size_t n, Accept&& accept) {
-    while (n > 0) {
-      if (payload_left > 0) {
-        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(payload_left, n));
-        p += k;
-        n -= k;
-        payload_left -= k;
-        continue;
-      }
-      const std::size_t k = std::min(n, basp_header_bytes - header_have);
-      std::memcpy(header + header_have, p, k);
-      header_have += k;
-      p += k;
-      n -= k;
-      if (header_have < basp_header_bytes) break;
-      header_have = 0;
-      std::uint32_t len;
-      std::memcpy(&len, header + payload_len_offset, sizeof len);
-      len = ntohl(len);
-      if (!accept(len)) return false;
-      payload_left = len;
-    }
-    return true;
-  }
-};
 
 // Bytes on their way to one side: what could not be written yet.
 struct outbox {
