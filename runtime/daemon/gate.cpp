@@ -74,6 +74,7 @@ struct gate::state {
   std::unordered_map<std::uint64_t, connection> connections;
   std::uint64_t next_id = 1;
   std::size_t held = 0;  // the sum of the connections' `largest`
+  bool listening = true;  // false while out of file descriptors
   std::vector<char> buffer = std::vector<char>(read_chunk);
   // Rate limit of the log: bursts of up to 20 lines, then one a second, with a count of what it left out.
   double log_tokens = 20;
@@ -130,6 +131,16 @@ struct gate::state {
     ::close(it->second.backend);
     held -= it->second.largest;
     connections.erase(it);
+    if (!listening) watch_listener(true);
+  }
+
+  // Whether epoll reports connections waiting on the listener.
+  void watch_listener(bool on) {
+    epoll_event ev{};
+    ev.events = on ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
+    ev.data.u64 = ~std::uint64_t{0};
+    ::epoll_ctl(epoll, EPOLL_CTL_MOD, listener, &ev);
+    listening = on;
   }
 
   // Writes what `box` holds to `fd`; false on an error (the peer is gone).
@@ -172,7 +183,12 @@ struct gate::state {
       const int fd = ::accept4(listener, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE) log("cannot accept a connection: out of file descriptors");
+        if (errno == EMFILE || errno == ENFILE) {
+          // The pending connection keeps the listener readable: stop watching it until one closes,
+          // or the loop would spin on the same failure.
+          log("cannot accept a connection: out of file descriptors (waiting for one to close)");
+          watch_listener(false);
+        }
         return;  // EAGAIN: no more for now
       }
       if (connections.size() >= settings.max_connections) {

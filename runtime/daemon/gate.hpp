@@ -45,9 +45,8 @@ class gate {
 
   std::uint16_t port() const;  // the port it listens on
 
-  struct state;
-
  private:
+  struct state;
   explicit gate(std::unique_ptr<state> s);
   std::unique_ptr<state> state_;
 };
