@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
@@ -29,6 +30,7 @@
 #include "runtime/daemon/bundle_check.hpp"
 #include "runtime/daemon/bundle_collect.hpp"
 #include "runtime/daemon/compare_page.hpp"
+#include "runtime/daemon/gate.hpp"
 #include "runtime/daemon/recovery.hpp"
 #include "runtime/daemon/state_dir.hpp"
 #include "runtime/daemon/store.hpp"
@@ -734,6 +736,104 @@ BOOST_AUTO_TEST_CASE(the_framing_survives_any_split) {
   int calls = 0;
   BOOST_TEST(!stop.scan(stream.data(), stream.size(), [&](std::uint32_t s) { ++calls; return s < 1000; }));
   BOOST_TEST(calls == 4);
+}
+
+// A stand-in for the middleman: echoes back whatever each connection sends, on 127.0.0.1.
+class echo_server {
+ public:
+  echo_server() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_TEST_REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+    BOOST_TEST_REQUIRE(::listen(fd_, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    accepter_ = std::thread([this] {
+      for (int c; (c = ::accept(fd_, nullptr, nullptr)) >= 0;)
+        std::thread([c] {
+          char buf[4096];
+          for (ssize_t n; (n = ::recv(c, buf, sizeof buf, 0)) > 0;) ::send(c, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL);
+          ::close(c);
+        }).detach();
+    });
+  }
+  ~echo_server() {
+    ::shutdown(fd_, SHUT_RDWR);
+    accepter_.join();
+    ::close(fd_);
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::thread accepter_;
+};
+
+int connect_to(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval limit{10, 0};  // a hang guard for the reads below
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  BOOST_TEST_REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
+// Reads exactly n bytes, or what came before the peer closed.
+std::string read_n(int fd, std::size_t n) {
+  std::string got;
+  char buf[4096];
+  while (got.size() < n) {
+    const ssize_t k = ::recv(fd, buf, std::min(sizeof buf, n - got.size()), 0);
+    if (k <= 0) break;
+    got.append(buf, static_cast<std::size_t>(k));
+  }
+  return got;
+}
+
+// The gate alone, in front of an echo server: messages cross it both ways intact, a connection past
+// the cap is closed at once, and a slot frees up when a connection ends.
+BOOST_AUTO_TEST_CASE(the_gate_relays_and_caps_connections) {
+  echo_server backend;
+  std::vector<std::string> lines;
+  std::mutex lines_mutex;
+  gate_settings gs;
+  gs.port = 0;
+  gs.backend_port = backend.port();
+  gs.max_connections = 3;
+  gs.log = [&](const std::string& l) {
+    std::lock_guard<std::mutex> lock(lines_mutex);
+    lines.push_back(l);
+  };
+  auto g = gate::open(gs);
+  BOOST_TEST_REQUIRE(g.has_value(), (g ? "" : g.error().message));
+  const std::uint16_t port = (*g)->port();
+  BOOST_TEST(port != 0);
+
+  const std::string message = basp_header(direct_message, 70000) + std::string(70000, 'm');  // several reads
+  int first = connect_to(port);
+  BOOST_TEST(::send(first, message.data(), message.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(message.size()));
+  BOOST_TEST(read_n(first, message.size()) == message);
+  const int second = connect_to(port), third = connect_to(port);
+  const int fourth = connect_to(port);  // the kernel accepts it; the gate then closes it
+  char byte;
+  BOOST_TEST(::recv(fourth, &byte, 1, 0) == 0, "a fourth connection should be closed (not time out: errno " << errno << ")");
+  ::close(first);
+  std::this_thread::sleep_for(100ms);  // the gate sees the close
+  const int fifth = connect_to(port);
+  BOOST_TEST(::send(fifth, message.data(), message.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(message.size()));
+  BOOST_TEST(read_n(fifth, message.size()) == message, "a freed slot should be usable again");
+  for (int fd : {second, third, fourth, fifth}) ::close(fd);
+  g->reset();  // stops the relay thread
+  std::lock_guard<std::mutex> lock(lines_mutex);
+  BOOST_TEST_REQUIRE(lines.size() == 1u);
+  BOOST_TEST(lines[0].find("3 connections are open already") != std::string::npos, lines[0]);
 }
 
 BOOST_AUTO_TEST_CASE(malformed_requests_leave_it_serving) {
