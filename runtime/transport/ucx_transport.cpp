@@ -46,9 +46,11 @@ void cpu_relax() {
 // event descriptor. Waking costs tens of microseconds (more on a loaded machine), so a burst of traffic
 // should find it awake; but on a machine with few cores its polling takes a core from the actors.
 constexpr auto spin_before_sleep = std::chrono::microseconds(200);
-// Polling rounds without anything to do before each further round yields the core: where the peer's
-// progress thread (or an actor) shares this core, it gets to run at once, not when our time slice ends.
-constexpr unsigned rounds_before_yield = 64;
+// How long idle polling goes on before each further round yields the core: where the peer's progress
+// thread (or an actor) shares this core, it gets to run soon, not when our time slice ends. A time, not
+// a count of rounds: an idle round over shared memory takes tens of nanoseconds, and a yield (a system
+// call, a microsecond or more in a virtual machine) in every round of a 0.3 µs wait tripled the latency.
+constexpr auto poll_before_yield = std::chrono::microseconds(4);
 // With operations in flight it must not sleep long: UCX raises no event when a send that waits for
 // room (a full shared-memory FIFO, a full socket) can go on. It polls, yielding the core to any other
 // thread that wants it, and only after this long without progress (a peer that does not answer)
@@ -114,26 +116,42 @@ bool shared_memory_only() {
 }
 
 // The UCP worker is used by the progress thread and by every thread that sends, one at a time (UCX's
-// SERIALIZED mode). The progress thread takes the lock in a loop, so a sender that is waiting gets it
-// first: the progress thread holds back while `waiting` is non-zero.
+// SERIALIZED mode). The progress thread keeps the lock from one polling round to the next and lets go
+// only when it has something to hand on, before it sleeps, or when a sender says it is waiting: an
+// idle round then costs one atomic load, not a lock and an unlock (which were a third of an idle
+// round over shared memory). A waiting sender spins, then yields; it never sleeps in the kernel, so
+// the progress thread lets go without a system call to wake it. After the sender, the progress
+// thread takes the lock back (it holds back while `waiting` is non-zero).
 class worker_lock {
  public:
   void lock_for_send() {
     waiting_.fetch_add(1, std::memory_order_acq_rel);
-    mutex_.lock();
+    acquire();
     waiting_.fetch_sub(1, std::memory_order_release);
   }
   void lock_for_progress() {
-    for (int spins = 0; waiting_.load(std::memory_order_acquire) > 0; ++spins) {
-      if (spins < 64) cpu_relax();
-      else std::this_thread::yield();
-    }
-    mutex_.lock();
+    for (unsigned spins = 0; waiting_.load(std::memory_order_acquire) > 0; ++spins) back_off(spins);
+    acquire();
   }
-  void unlock() { mutex_.unlock(); }
+  // Whether a sender is waiting for the lock (the holder should let go).
+  bool wanted() const { return waiting_.load(std::memory_order_acquire) > 0; }
+  void unlock() { locked_.store(false, std::memory_order_release); }
 
  private:
-  std::mutex mutex_;
+  // Spinning, then yielding the core, then short naps: a holder that keeps the lock long (a shutdown
+  // flushing its sends) does not keep a waiter busy.
+  static void back_off(unsigned spins) {
+    if (spins < 64) cpu_relax();
+    else if (spins < 64 + 1024) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  void acquire() {
+    for (unsigned spins = 0;; ++spins) {
+      if (!locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire)) return;
+      back_off(spins);
+    }
+  }
+  std::atomic<bool> locked_{false};
   std::atomic<int> waiting_{0};
 };
 
@@ -198,7 +216,8 @@ struct ucx_state {
   std::vector<std::pair<ucx_state*, int>*> error_args;
   bool closed = false;
   bool kicked = false;                   // a send left work for progress since the last progress call
-  std::vector<std::deque<inbound>> inbox;  // [sender]: messages in the order probed
+  std::vector<std::deque<inbound*>> inbox;  // [sender]: messages in the order probed
+  std::vector<inbound*> spare_inbound;   // finished messages' records, reused (one allocation less a message)
   std::vector<inbound*> open_lead;       // [sender]: the lead whose bodies are arriving
   std::vector<int> ready_senders;        // senders whose first message may be complete
   std::vector<actors::payload> garbage;  // sent data to free once unlocked (freeing megabytes is slow)
@@ -359,7 +378,7 @@ struct ucx_state {
       return post(msg, into, info.length, from, *rec, false);
     }
     open_lead[from] = nullptr;
-    inbound& rec = inbox[from].emplace_back();
+    inbound& rec = *inbox[from].emplace_back(fresh_inbound());
     rec.tag = tag;
     if (f == wire::form::packed || f == wire::form::lead) {
       rec.lead = f == wire::form::lead;
@@ -398,13 +417,26 @@ struct ucx_state {
     return any;
   }
 
+  inbound* fresh_inbound() {
+    if (spare_inbound.empty()) return new inbound;
+    inbound* r = spare_inbound.back();
+    spare_inbound.pop_back();
+    return r;
+  }
+  void recycle(inbound* r) {
+    constexpr std::size_t keep = 256;
+    if (spare_inbound.size() >= keep) return delete r;
+    *r = inbound{};
+    spare_inbound.push_back(r);
+  }
+
   // Moves each sender's complete messages, in order, to `out`.
   void release(std::vector<delivery>& out) {
     for (int from : ready_senders) {
       if (from < 0) continue;
       auto& q = inbox[from];
-      while (!q.empty() && q.front().complete()) {
-        inbound& r = q.front();
+      while (!q.empty() && q.front()->complete()) {
+        inbound& r = *q.front();
         if (open_lead[from] == &r) open_lead[from] = nullptr;
         if (r.error.empty() && r.lead) {
           const std::size_t got[3] = {r.data.f.size(), r.data.d.size(), r.data.i.size()};
@@ -415,6 +447,7 @@ struct ucx_state {
         if (r.error.empty()) out.push_back({from, r.tag, std::move(r.data)});
         else out.push_back({from, r.tag, unexpected(errc::transport_error, std::move(r.error))});
         q.pop_front();
+        recycle(&r);
       }
     }
     ready_senders.clear();
@@ -449,10 +482,13 @@ struct ucx_state {
   }
 
   // One round: progress the worker, take new messages, hand complete ones on. Returns whether
-  // anything happened.
+  // anything happened. Takes the lock unless `holding` says the last round kept it; keeps it for the
+  // next round when there is nothing to hand on and no sender waits (hand-ons run unlocked: a
+  // receive callback may send).
   bool round(std::vector<delivery>& out, std::vector<actors::payload>& trash, std::vector<int>& failed, ucs_status_t& why,
-             bool& in_flight) {
-    lock.lock_for_progress();
+             bool& in_flight, bool& holding) {
+    if (!holding) lock.lock_for_progress();
+    holding = true;
     const unsigned n = ucp_worker_progress(worker);
     kicked = false;
     const bool got = drain();
@@ -461,8 +497,10 @@ struct ucx_state {
     failed.swap(failed_peers);
     why = failure_status;
     in_flight = ops != nullptr;
-    lock.unlock();
     const bool worked = n > 0 || got || !out.empty() || !trash.empty() || !failed.empty();
+    if (out.empty() && trash.empty() && failed.empty() && !lock.wanted()) return worked;
+    lock.unlock();
+    holding = false;
     hand_on(out);
     trash.clear();
     for (int peer : failed)
@@ -472,8 +510,8 @@ struct ucx_state {
   }
 
   // Sleeps on the worker's event descriptor until a message or a sender's signal comes, or `ms` pass.
+  // Called with the lock held; returns with it released.
   void sleep(int ms) {
-    lock.lock_for_progress();
     if (kicked) {  // a send since the last progress call may need it
       lock.unlock();
       return;
@@ -495,29 +533,37 @@ struct ucx_state {
     std::vector<int> failed;
     ucs_status_t why = UCS_OK;
     bool in_flight = false;
+    bool holding = false;
     unsigned idle = 0;
+    bool yielding = false;
     auto idle_since = std::chrono::steady_clock::now();
     while (running.load(std::memory_order_relaxed)) {
-      if (round(out, trash, failed, why, in_flight)) {
+      if (round(out, trash, failed, why, in_flight, holding)) {
         idle = 0;
+        yielding = false;
         continue;
       }
       if (idle++ == 0) {
         idle_since = std::chrono::steady_clock::now();
         continue;
       }
-      if (idle < rounds_before_yield) continue;
-      std::this_thread::yield();
-      if (idle % 16 != 0) continue;
+      // Holding the lock while yielding: a sender that wants it says so, and gets it next round.
+      if (idle % 16 != 0) {
+        if (yielding) std::this_thread::yield();
+        continue;
+      }
       const auto quiet = std::chrono::steady_clock::now() - idle_since;
+      yielding = quiet >= poll_before_yield;
+      if (yielding) std::this_thread::yield();
       if (quiet < spin_before_sleep) continue;
-      if (!in_flight) {
-        sleep(sleep_idle_ms);
-        idle = 0;
-      } else if (quiet >= patience_in_flight) {
-        sleep(nap_in_flight_ms);
+      if (!in_flight || quiet >= patience_in_flight) {
+        if (!holding) lock.lock_for_progress();
+        holding = false;
+        sleep(in_flight ? nap_in_flight_ms : sleep_idle_ms);
+        if (!in_flight) idle = 0;
       }
     }
+    if (holding) lock.unlock();
   }
 
   void shutdown() {
@@ -567,7 +613,11 @@ struct ucx_state {
     while (ops) retire(ops);
     for (auto* rec : orphans) delete rec;
     orphans.clear();
+    for (auto& q : inbox)
+      for (inbound* r : q) delete r;
     inbox.clear();
+    for (inbound* r : spare_inbound) delete r;
+    spare_inbound.clear();
     garbage.clear();
     ucp_worker_destroy(worker);
     ucp_cleanup(context);
