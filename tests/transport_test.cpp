@@ -62,19 +62,24 @@ struct ucx_group {
 };
 
 // Sets UCX_TLS for the life of the object (UCX reads it when a transport is made).
-struct scoped_tls {
-  std::string saved;
+// Sets (value null: unsets) an environment variable until the end of the scope.
+struct scoped_env {
+  std::string name, saved;
   bool had;
-  explicit scoped_tls(const char* tls) {
-    const char* before = std::getenv("UCX_TLS");
+  scoped_env(const char* variable, const char* value) : name(variable) {
+    const char* before = std::getenv(variable);
     had = before != nullptr;
     if (had) saved = before;
-    ::setenv("UCX_TLS", tls, 1);
+    if (value) ::setenv(variable, value, 1);
+    else ::unsetenv(variable);
   }
-  ~scoped_tls() {
-    if (had) ::setenv("UCX_TLS", saved.c_str(), 1);
-    else ::unsetenv("UCX_TLS");
+  ~scoped_env() {
+    if (had) ::setenv(name.c_str(), saved.c_str(), 1);
+    else ::unsetenv(name.c_str());
   }
+};
+struct scoped_tls : scoped_env {
+  explicit scoped_tls(const char* tls) : scoped_env("UCX_TLS", tls) {}
 };
 
 // A payload whose every element says where it came from, to compare after the trip.
@@ -421,9 +426,10 @@ BOOST_AUTO_TEST_CASE(close_flushes_sends) {
 
 // A peer that goes away (its transport closed: its connections drop as if its process had died)
 // fails the receives waiting on it, naming the rank; a payload it sent before still arrives; sends to
-// it and later receives from it fail at once.
-BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it) {
-  scoped_tls env("tcp");  // UCX's shared-memory transports cannot report a lost peer (the control plane does)
+// it and later receives from it fail at once. Over tcp: UCX's shared-memory transports cannot report
+// a lost peer (the control plane does).
+void a_lost_peer_fails_the_receives_waiting_on_it() {
+  scoped_tls env("tcp");
   ucx_group g(3);
   // One message each way so the endpoints are up, and one kept for later.
   BOOST_TEST_REQUIRE(g.handles[0].send(1, actors::tag{}, {}).has_value());
@@ -461,6 +467,19 @@ BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it) {
   auto from_two = other_future.get();
   BOOST_TEST_REQUIRE(from_two.has_value(), (from_two ? "" : from_two.error().message));
   same_payload(*from_two, shaped(2, 0, 0, 8));
+}
+
+// By default the endpoints have no UCX peer error handling (it costs the zero-copy rendezvous over
+// tcp); the closed connection reports the loss all the same.
+BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it_by_default) {
+  scoped_env plain("LOOM_UCX_PEER_ERRORS", nullptr);
+  a_lost_peer_fails_the_receives_waiting_on_it();
+}
+
+// With UCX's peer error handling asked for, the same.
+BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it_with_peer_errors) {
+  scoped_env peer_errors("LOOM_UCX_PEER_ERRORS", "1");
+  a_lost_peer_fails_the_receives_waiting_on_it();
 }
 
 // Abort fails every waiting receive with its reason, and later receives and sends too.

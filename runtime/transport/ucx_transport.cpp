@@ -98,9 +98,7 @@ void keep_freed_blocks() {
   });
 }
 
-// Whether UCX_TLS names only shared-memory transports. UCX 1.13's shared-memory transports cannot
-// report a failed peer, so endpoints to them are made without peer error handling (UCX refuses the
-// connection otherwise); a lost peer is then noticed by the control plane, which monitors every rank.
+// Whether UCX_TLS names only shared-memory transports (which cannot report a failed peer).
 bool shared_memory_only() {
   const char* tls = std::getenv("UCX_TLS");
   if (tls == nullptr || *tls == '\0' || *tls == '^') return false;
@@ -113,6 +111,20 @@ bool shared_memory_only() {
     at = comma + 1;
   }
   return true;
+}
+
+// Whether endpoints ask UCX to handle a failed peer (UCP_ERR_HANDLING_MODE_PEER). By default they
+// do not, because in UCX 1.13 it costs speed: endpoints with it get no zero-copy rendezvous over tcp
+// (the sender streams each large payload as active messages that the receiver copies once more out of
+// its socket buffer), and no shared-memory transport where UCX_TLS leaves the choice to UCX. loom
+// does not need it: a connection that closes still reaches on_ep_error over tcp, and the control
+// plane, which monitors every rank, fails the run naming a rank that dies or goes silent.
+// LOOM_UCX_PEER_ERRORS=1 asks for it (UCX's keepalive then finds a silent peer too), except over
+// shared memory alone, where UCX would refuse the connection.
+ucp_err_handling_mode_t peer_error_mode() {
+  const char* asked = std::getenv("LOOM_UCX_PEER_ERRORS");
+  const bool peer = asked != nullptr && std::strcmp(asked, "1") == 0;
+  return peer && !shared_memory_only() ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
 }
 
 // The UCP worker is used by the progress thread and by every thread that sends, one at a time (UCX's
@@ -724,7 +736,7 @@ expected<void> connect_to(void* state, const std::vector<std::vector<std::uint8_
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
-    ep.err_mode = shared_memory_only() ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_mode = peer_error_mode();
     ep.err_handler.cb = ucx_state::on_ep_error;
     ep.err_handler.arg = arg;
     if (ucs_status_t st = ucp_ep_create(s.worker, &ep, &s.endpoints[r]); st != UCS_OK) {
