@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "actors/transport_collectives.hpp"
+#include "runtime/transport/background_free.hpp"
 #include "runtime/transport/ucx_matching.hpp"
 #include "runtime/transport/ucx_wire.hpp"
 
@@ -232,7 +233,8 @@ struct ucx_state {
   std::vector<inbound*> spare_inbound;   // finished messages' records, reused (one allocation less a message)
   std::vector<inbound*> open_lead;       // [sender]: the lead whose bodies are arriving
   std::vector<int> ready_senders;        // senders whose first message may be complete
-  std::vector<actors::payload> garbage;  // sent data to free once unlocked (freeing megabytes is slow)
+  std::vector<actors::payload> garbage;  // large sent data, for `freer` once unlocked
+  background_free<actors::payload> freer;  // frees it off the progress thread (freeing megabytes is slow)
   std::vector<int> failed_peers;         // endpoints that failed, to report once unlocked
   std::vector<std::uint8_t> spare;       // a byte buffer kept for the next packed message
   op* ops = nullptr;                     // every operation in flight
@@ -514,7 +516,7 @@ struct ucx_state {
     lock.unlock();
     holding = false;
     hand_on(out);
-    trash.clear();
+    freer.take(trash);
     for (int peer : failed)
       table.lose(peer, loom::error(errc::transport_error, unreachable(peer) + " (" + ucs_text(why) + ")"));
     failed.clear();
