@@ -2,6 +2,7 @@
 // receive or the send comes first, and a lost or aborted peer fails the receives waiting on it.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <tuple>
@@ -9,11 +10,13 @@
 #include <cstdlib>
 #include <condition_variable>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <optional>
 #include <thread>
 
+#include "runtime/transport/background_free.hpp"
 #include "runtime/transport/local_transport.hpp"
 #include "runtime/transport/ucx_transport.hpp"
 #include "runtime/transport/ucx_wire.hpp"
@@ -61,8 +64,8 @@ struct ucx_group {
   }
 };
 
-// Sets UCX_TLS for the life of the object (UCX reads it when a transport is made).
-// Sets (value null: unsets) an environment variable until the end of the scope.
+// Sets (value null: unsets) an environment variable until the end of the scope (UCX and the ucx
+// transport read theirs when a transport is made).
 struct scoped_env {
   std::string name, saved;
   bool had;
@@ -480,6 +483,39 @@ BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it_by_default) {
 BOOST_AUTO_TEST_CASE(a_lost_peer_fails_the_receives_waiting_on_it_with_peer_errors) {
   scoped_env peer_errors("LOOM_UCX_PEER_ERRORS", "1");
   a_lost_peer_fails_the_receives_waiting_on_it();
+}
+
+// The ucx transport frees large sent payloads through background_free: each one it takes is destroyed
+// once, on its own thread, not the caller's; what is still queued when it goes is destroyed too.
+BOOST_AUTO_TEST_CASE(background_free_destroys_off_the_callers_thread) {
+  struct record {
+    std::mutex mutex;
+    std::vector<std::thread::id> destroyed_on;
+  };
+  struct item {
+    std::shared_ptr<record> r;
+    item(std::shared_ptr<record> to) : r(std::move(to)) {}
+    item(item&&) = default;
+    item& operator=(item&&) = default;
+    ~item() {
+      if (!r) return;  // moved from
+      std::lock_guard<std::mutex> lock(r->mutex);
+      r->destroyed_on.push_back(std::this_thread::get_id());
+    }
+  };
+  auto r = std::make_shared<record>();
+  {
+    transport::background_free<item> freer;
+    for (int batch = 0; batch < 50; ++batch) {
+      std::vector<item> items;
+      for (int k = 0; k < 20; ++k) items.emplace_back(r);
+      freer.take(items);
+      BOOST_TEST_REQUIRE(items.empty());
+    }
+  }  // joins: every item is gone by now
+  BOOST_TEST(r->destroyed_on.size() == 1000u);
+  BOOST_TEST(std::none_of(r->destroyed_on.begin(), r->destroyed_on.end(),
+                          [](std::thread::id id) { return id == std::this_thread::get_id(); }));
 }
 
 // Abort fails every waiting receive with its reason, and later receives and sends too.
