@@ -159,7 +159,8 @@ for name, label in (("attn128", "4x4096x16x128"), ("attn64", "4x4096x32x64")):
     print(f"| ... forward (ms, TFLOP/s) | {f(b, name + '_fwd_ms', '{:.3f}')}, {f(b, name + '_fwd_tflops')} | {f(t, name + '_fwd_ms', '{:.3f}')}, {f(t, name + '_fwd_tflops')} | speed {ratio(t.get(name + '_fwd_ms'), b.get(name + '_fwd_ms'))} | |")
     print(f"| ... backward (ms) | {f(b, name + '_bwd_ms', '{:.3f}')} | {f(t, name + '_bwd_ms', '{:.3f}')} | speed {ratio(t.get(name + '_bwd_ms'), b.get(name + '_bwd_ms'))} | |")
 for name, label, ref in ((f"attn{d}_{v}", f"{s}, {w}", f"attn{d}") for d, s in ((128, "4x4096x16x128"), (64, "4x4096x32x64"))
-                         for v, w in (("wgmma", "wgmma"), ("basic", "wgmma basic"), ("mma", "mma.sync"))):
+                         for v, w in (("wgmma", "wgmma"), ("basic", "wgmma basic"), ("split", "wgmma, split backward"),
+                                   ("mma", "mma.sync"))):
     print(f"| attention fwd+bwd {label} (ms: fwd / bwd / both) | {f(b, name + '_fwd_ms', '{:.3f}')} / {f(b, name + '_bwd_ms', '{:.3f}')} / {f(b, name + '_fwdbwd_ms', '{:.3f}')} | SDPA {f(t, ref + '_fwdbwd_ms', '{:.3f}')} | speed {ratio(t.get(ref + '_fwdbwd_ms'), b.get(name + '_fwdbwd_ms'))} | |")
 print(f"| dense bf16 GEMM 8192^3 (TFLOP/s) | cublasLt {f(b, 'dense_8192_tflops')} | torch.matmul {f(t, 'dense_8192_tflops')} | | |")
 # One MoE layer forward + backward: bench/moe_layer_bench.cpp against torch_peer.py moe ("speed" = torch / loom).

@@ -238,6 +238,7 @@ void bench_attention(const std::string& name, int batch, int seq, int heads, int
                             (impl == lc::attention_impl::automatic     ? " (default)"
                              : impl == lc::attention_impl::wgmma       ? " (wgmma)"
                              : impl == lc::attention_impl::wgmma_basic ? " (wgmma, basic)"
+                             : impl == lc::attention_impl::wgmma_split ? " (wgmma, split backward)"
                                                                        : " (mma.sync)");
   report((name + "_fwd_ms").c_str(), t_f, "ms", "attention forward " + shape);
   report((name + "_fwd_tflops").c_str(), flops_fwd / (t_f * 1e-3) / 1e12, "TFLOP/s", "  forward rate");
@@ -274,6 +275,7 @@ int main(int argc, char** argv) {
       bench_attention(n, 4, 4096, heads, hd, lc::attention_impl::automatic);  // the default
       bench_attention(n + "_wgmma", 4, 4096, heads, hd, lc::attention_impl::wgmma);
       bench_attention(n + "_basic", 4, 4096, heads, hd, lc::attention_impl::wgmma_basic);
+      bench_attention(n + "_split", 4, 4096, heads, hd, lc::attention_impl::wgmma_split);
       bench_attention(n + "_mma", 4, 4096, heads, hd, lc::attention_impl::mma_sync);
     }
   }

@@ -232,10 +232,11 @@ void attention_case(int seqs, int len, int heads, int hd) {
     }
   dv_norm = std::sqrt(dv_norm);
   for (auto impl : {lc::attention_impl::automatic, lc::attention_impl::wgmma, lc::attention_impl::wgmma_basic,
-                    lc::attention_impl::mma_sync}) {
+                    lc::attention_impl::wgmma_split, lc::attention_impl::mma_sync}) {
     const std::string itag = tag + (impl == lc::attention_impl::automatic     ? " [automatic]"
                                     : impl == lc::attention_impl::wgmma       ? " [wgmma]"
                                     : impl == lc::attention_impl::wgmma_basic ? " [wgmma_basic]"
+                                    : impl == lc::attention_impl::wgmma_split ? " [wgmma_split]"
                                                                               : " [mma_sync]");
     dbuf<bf16> d_qkv(to_bf16(qkv)), d_out(out.size()), d_dout(to_bf16(dout)), d_dqkv(qkv.size());
     dbuf<float> d_lse(lse.size());

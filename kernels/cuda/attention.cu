@@ -1075,6 +1075,362 @@ __global__ void __launch_bounds__(256, 1)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Split backward (the default): dK / dV in one kernel, dQ in another, both ping-pong, no atomics.
+// Each recomputes the probabilities, so a tile pair costs seven products instead of five, but nothing is
+// accumulated across CTAs: dQ is written once in bf16, with no fp32 workspace to clear and convert. On an
+// H100 this beat every single-kernel backward here (docs/PERFORMANCE.md). Tried and slower in the same
+// call: either kernel with cp.async and two CTA barriers a tile instead of the ping-pong (dQ: +11%,
+// dK / dV: +21% on the whole backward at head_dim 128).
+// ---------------------------------------------------------------------------------------------
+
+constexpr int wdq_br = 128, wdq_bc = 128;  // the dQ kernel's query rows and key tile
+
+// dQ: 2 warpgroups x 64 queries over 128-key tiles. Per key tile each warpgroup computes S = Q K^T and
+// dP = dO V^T (m64n128), dS = P (dP - delta) with P = exp2(S scale - lse), and dQ += dS K with dS from
+// registers. Q and dO arrive by TMA, K/V tiles through a ring of ST stages (full / empty mbarriers), and
+// the two warpgroups take turns issuing S and dP, so one's elementwise work and dQ product run under the
+// other's MMAs. Warpgroup 1 trails, so its first thread refills a stage as soon as it has let go of it.
+template <int D>
+constexpr int pdq_stages = D == 128 ? 2 : 4;
+
+template <int D>
+constexpr int pdq_smem_bytes() {
+  return 1024 + (2 * wdq_br + 2 * pdq_stages<D> * wdq_bc) * D * 2 + (1 + 2 * pdq_stages<D>)*8;
+}
+
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+    attention_backward_dq_pingpong_kernel(const __grid_constant__ CUtensorMap tq,
+                                          const __grid_constant__ CUtensorMap tdo,
+                                          const __grid_constant__ CUtensorMap tk,
+                                          const __grid_constant__ CUtensorMap tv, const bwd_args a,
+                                          bf16* dq) {
+  constexpr int BR = wdq_br, BC = wdq_bc, ST = pdq_stages<D>;
+  constexpr int tile_bytes = BC * D * 2;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = align1024(smem_raw);
+  unsigned char* pQ = smem;             // [D/64][BR][128 B]
+  unsigned char* pO = pQ + BR * D * 2;  // dO, the same layout
+  unsigned char* pK = pO + BR * D * 2;  // [ST][D/64][BC][128 B]
+  unsigned char* pV = pK + ST * tile_bytes;
+  uint64_t* qfull = reinterpret_cast<uint64_t*>(pV + ST * tile_bytes);
+  uint64_t* full = qfull + 1;
+  uint64_t* empty = full + ST;
+  const uint32_t sQ = smem_u32(pQ), sO = smem_u32(pO);
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+  const int L = a.seq_len;
+  const int qb = gridDim.x - 1 - blockIdx.x;  // longest rows first
+  const int h = blockIdx.y, s = blockIdx.z;
+  const int q0 = qb * BR;
+  const int tok0 = s * L;
+  const int n_kb = (min(L, q0 + BR) - 1) / BC + 1;
+
+  if (tid == 0) {
+    mbar_init(qfull, 1);
+    for (int i = 0; i < ST; ++i) {
+      mbar_init(&full[i], 1);
+      mbar_init(&empty[i], 8);  // one arrival per warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  auto issue_kv = [&](int t) {
+    const int st = t % ST;
+    mbar_expect_tx(&full[st], 2 * tile_bytes);
+#pragma unroll
+    for (int at = 0; at < D / 64; ++at) {
+      tma_load_2d(pK + st * tile_bytes + at * BC * 128, &tk, &full[st], h * D + 64 * at, tok0 + t * BC);
+      tma_load_2d(pV + st * tile_bytes + at * BC * 128, &tv, &full[st], h * D + 64 * at, tok0 + t * BC);
+    }
+  };
+  if (tid == 0) {
+    mbar_expect_tx(qfull, 2 * BR * D * 2);
+#pragma unroll
+    for (int at = 0; at < D / 64; ++at) {
+      tma_load_2d(pQ + at * BR * 128, &tq, qfull, h * D + 64 * at, tok0 + q0);
+      tma_load_2d(pO + at * BR * 128, &tdo, qfull, h * D + 64 * at, tok0 + q0);
+    }
+    for (int t = 0; t < ST && t < n_kb; ++t) issue_kv(t);
+  }
+  if (wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 takes the first turn
+
+  const int row_lo = q0 + wg * 64 + warp * 16 + (lane >> 2);
+  const float* lse = a.lse + (static_cast<std::size_t>(s) * a.heads + h) * L;
+  const float* delta = a.delta + (static_cast<std::size_t>(s) * a.heads + h) * L;
+  float lrow[2], drow[2];
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = row_lo + hi * 8;
+    lrow[hi] = row < L ? lse[row] * log2e : 0.f;
+    drow[hi] = row < L ? delta[row] : 0.f;
+  }
+  float acc[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+  mbar_wait(qfull, 0);
+
+  for (int kb = 0; kb < n_kb; ++kb) {
+    const int st = kb % ST;
+    mbar_wait(&full[st], (kb / ST) & 1);
+    const uint32_t sK = smem_u32(pK + st * tile_bytes), sV = smem_u32(pV + st * tile_bytes);
+    const int k0 = kb * BC;
+
+    float sc[BC / 2], dp[BC / 2];
+    named_bar_sync(1 + wg, 256);  // my turn on the tensor cores
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t aoff = (kk >> 2) * BR * 128 + wg * 64 * 128 + (kk & 3) * 32;
+      const uint32_t boff = (kk >> 2) * BC * 128 + (kk & 3) * 32;
+      wgmma_m64n128k16<0, 0>(sc, make_desc(sQ + aoff, 16, 1024), make_desc(sK + boff, 16, 1024),
+                             kk > 0 ? 1 : 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t aoff = (kk >> 2) * BR * 128 + wg * 64 * 128 + (kk & 3) * 32;
+      const uint32_t boff = (kk >> 2) * BC * 128 + (kk & 3) * 32;
+      wgmma_m64n128k16<0, 0>(dp, make_desc(sO + aoff, 16, 1024), make_desc(sV + boff, 16, 1024),
+                             kk > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    if (wg == 0 || kb + 1 < n_kb) named_bar_arrive(2 - wg, 256);  // the other warpgroup's turn
+    wgmma_wait<0>();
+    keep(sc);
+    keep(dp);
+
+    // Keys past a row are masked. Rows past L may hold the next sequence's tokens (TMA reads on): their dS
+    // may be anything, but a row of dS only reaches its own row of dQ, which is not stored.
+    const bool diag = k0 + BC - 1 > q0 + wg * 64;
+#pragma unroll
+    for (int j = 0; j < BC / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int hi = e >> 1;
+        const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1);
+        float p = exp2f(sc[4 * j + e] * a.scale_log2 - lrow[hi]);
+        if (diag && key > row_lo + hi * 8) p = 0.f;
+        sc[4 * j + e] = p * (dp[4 * j + e] - drow[hi]);
+      }
+    }
+    uint32_t ds[BC / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; ++kk) {
+      ds[kk][0] = pack_bf16(sc[8 * kk], sc[8 * kk + 1]);
+      ds[kk][1] = pack_bf16(sc[8 * kk + 2], sc[8 * kk + 3]);
+      ds[kk][2] = pack_bf16(sc[8 * kk + 4], sc[8 * kk + 5]);
+      ds[kk][3] = pack_bf16(sc[8 * kk + 6], sc[8 * kk + 7]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; ++kk) wgmma_pv<D>(acc, ds[kk], make_desc(sK + kk * 2048, BC * 128, 1024));
+    wgmma_commit();
+    wgmma_wait<0>();
+    keep(acc);
+    keep(ds);
+    if (lane == 0) mbar_arrive(&empty[st]);
+    if (tid == 128 && kb + ST < n_kb) {
+      mbar_wait(&empty[st], (kb / ST) & 1);  // every warp is done with tile kb: its stage takes kb + ST
+      issue_kv(kb + ST);
+    }
+  }
+
+  bf16* out = dq + static_cast<std::size_t>(tok0) * a.ld_dqkv + h * D;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int row = row_lo + hi * 8;
+    if (row >= L) continue;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = j * 8 + 2 * (lane & 3);
+      *reinterpret_cast<uint32_t*>(out + static_cast<std::size_t>(row) * a.ld_dqkv + col) =
+          pack_bf16(acc[4 * j + 2 * hi] * a.scale, acc[4 * j + 2 * hi + 1] * a.scale);
+    }
+  }
+}
+
+// dK and dV: the basic kernel's first four products (S^T, dP^T, dV += P^T dO, dK += dS^T Q) with the
+// forward's pipeline. K and V of the CTA's 128 keys arrive once by TMA, 64-query tiles of Q and dO through a
+// ring of ST stages (full / empty mbarriers); the two warpgroups (64 keys each) take turns issuing S^T and
+// dP^T, so one's elementwise work and dV / dK products run under the other's MMAs. Each warpgroup stages the
+// tile's log-sum-exp and delta in shared memory for itself (named barrier 3 + wg).
+template <int D>
+constexpr int pkv_stages = 4;
+
+template <int D>
+constexpr int pkv_smem_bytes() {
+  return 1024 + (2 * wbwd_bc + 2 * pkv_stages<D> * wbwd_br) * D * 2 + 2 * 2 * 2 * wbwd_br * 4 +
+         (1 + 2 * pkv_stages<D>)*8;
+}
+
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+    attention_backward_dkdv_pingpong_kernel(const __grid_constant__ CUtensorMap tq,
+                                            const __grid_constant__ CUtensorMap tdo,
+                                            const __grid_constant__ CUtensorMap tk,
+                                            const __grid_constant__ CUtensorMap tv, const bwd_args a) {
+  constexpr int BC = wbwd_bc, BR = wbwd_br, ST = pkv_stages<D>;
+  constexpr int tile_bytes = BR * D * 2;  // one operand of one query tile
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = align1024(smem_raw);
+  unsigned char* pK = smem;  // [D/64][BC][128 B]
+  unsigned char* pV = pK + BC * D * 2;
+  unsigned char* pQ = pV + BC * D * 2;  // [ST][D/64][BR][128 B]
+  unsigned char* pO = pQ + ST * tile_bytes;
+  float* sRow = reinterpret_cast<float*>(pO + ST * tile_bytes);  // [wg][buf][lse 64 | delta 64]
+  uint64_t* kvfull = reinterpret_cast<uint64_t*>(sRow + 2 * 2 * 2 * BR);
+  uint64_t* full = kvfull + 1;
+  uint64_t* empty = full + ST;
+  const uint32_t sK = smem_u32(pK), sV = smem_u32(pV);
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+  const int L = a.seq_len;
+  const int kb = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int k0 = kb * BC;
+  const int tok0 = s * L;
+  const int qb_first = k0 / BR;
+  const int n_qb = (L + BR - 1) / BR;
+  const int n_t = n_qb - qb_first;  // query tiles this CTA walks
+  const float* lse = a.lse + (static_cast<std::size_t>(s) * a.heads + h) * L;
+  const float* delta = a.delta + (static_cast<std::size_t>(s) * a.heads + h) * L;
+
+  if (tid == 0) {
+    mbar_init(kvfull, 1);
+    for (int i = 0; i < ST; ++i) {
+      mbar_init(&full[i], 1);
+      mbar_init(&empty[i], 8);  // one arrival per warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  auto issue_q = [&](int t) {  // the CTA's t-th query tile
+    const int st = t % ST, q0 = (qb_first + t) * BR;
+    mbar_expect_tx(&full[st], 2 * tile_bytes);
+#pragma unroll
+    for (int at = 0; at < D / 64; ++at) {
+      tma_load_2d(pQ + st * tile_bytes + at * BR * 128, &tq, &full[st], h * D + 64 * at, tok0 + q0);
+      tma_load_2d(pO + st * tile_bytes + at * BR * 128, &tdo, &full[st], h * D + 64 * at, tok0 + q0);
+    }
+  };
+  if (tid == 0) {
+    mbar_expect_tx(kvfull, 2 * BC * D * 2);
+#pragma unroll
+    for (int at = 0; at < D / 64; ++at) {
+      tma_load_2d(pK + at * BC * 128, &tk, kvfull, h * D + 64 * at, tok0 + k0);
+      tma_load_2d(pV + at * BC * 128, &tv, kvfull, h * D + 64 * at, tok0 + k0);
+    }
+    for (int t = 0; t < ST && t < n_t; ++t) issue_q(t);
+  }
+  if (wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 takes the first turn
+
+  float dk[D / 2], dv[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) {
+    dk[i] = 0.f;
+    dv[i] = 0.f;
+  }
+  const int key_lo = k0 + wg * 64 + warp * 16 + (lane >> 2);  // and key_lo + 8
+  const int wtid = tid & 127;
+  mbar_wait(kvfull, 0);
+
+  for (int t = 0; t < n_t; ++t) {
+    const int st = t % ST;
+    const int q0 = (qb_first + t) * BR;
+    // This warpgroup's copy of the tile's row constants (buffer t & 1: the last reader of the other one
+    // passed this warpgroup's barrier of the previous tile).
+    float* rows = sRow + (wg * 2 + (t & 1)) * 2 * BR;
+    {
+      const int q = q0 + (wtid & 63);
+      const float* src = wtid < 64 ? lse : delta;
+      const float x = q < L ? src[q] : 0.f;
+      rows[wtid] = wtid < 64 ? x * log2e : x;
+    }
+    mbar_wait(&full[st], (t / ST) & 1);
+    const uint32_t sQ = smem_u32(pQ + st * tile_bytes), sO = smem_u32(pO + st * tile_bytes);
+
+    float sT[32], dpT[32];
+    named_bar_sync(1 + wg, 256);  // my turn on the tensor cores
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t koff = (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32;
+      const uint32_t qoff = (kk >> 2) * BR * 128 + (kk & 3) * 32;
+      wgmma_m64n64k16<0, 0>(sT, make_desc(sK + koff, 16, 1024), make_desc(sQ + qoff, 16, 1024),
+                            kk > 0 ? 1 : 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t koff = (kk >> 2) * BC * 128 + wg * 64 * 128 + (kk & 3) * 32;
+      const uint32_t qoff = (kk >> 2) * BR * 128 + (kk & 3) * 32;
+      wgmma_m64n64k16<0, 0>(dpT, make_desc(sV + koff, 16, 1024), make_desc(sO + qoff, 16, 1024),
+                            kk > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    if (wg == 0 || t + 1 < n_t) named_bar_arrive(2 - wg, 256);  // the other warpgroup's turn
+    named_bar_sync(3 + wg, 128);                                // the row constants are in
+    wgmma_wait<0>();
+    keep(sT);
+    keep(dpT);
+
+    // Keys after a query are masked, and so are queries past L (TMA may have read the next sequence).
+    const bool edge = q0 < k0 + wg * 64 + 63 || q0 + BR > L;
+    const float* lrow = rows;
+    const float* drow = rows + BR;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key_lo + ((e >> 1) << 3);
+        const int ql = j * 8 + 2 * (lane & 3) + (e & 1);
+        float p = exp2f(sT[4 * j + e] * a.scale_log2 - lrow[ql]);
+        if (edge && (key > q0 + ql || q0 + ql >= L)) p = 0.f;
+        sT[4 * j + e] = p;
+        dpT[4 * j + e] = p * (dpT[4 * j + e] - drow[ql]);
+      }
+    }
+    uint32_t pa[4][4], sa[4][4];
+#pragma unroll
+    for (int kq = 0; kq < 4; ++kq) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        pa[kq][r] = pack_bf16(sT[8 * kq + 2 * r], sT[8 * kq + 2 * r + 1]);
+        sa[kq][r] = pack_bf16(dpT[8 * kq + 2 * r], dpT[8 * kq + 2 * r + 1]);
+      }
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kq = 0; kq < 4; ++kq) wgmma_rs_d<D>(dv, pa[kq], make_desc(sO + kq * 2048, BR * 128, 1024));
+#pragma unroll
+    for (int kq = 0; kq < 4; ++kq) wgmma_rs_d<D>(dk, sa[kq], make_desc(sQ + kq * 2048, BR * 128, 1024));
+    wgmma_commit();
+    wgmma_wait<0>();
+    keep(dv);
+    keep(dk);
+    keep(pa);
+    keep(sa);
+    if (lane == 0) mbar_arrive(&empty[st]);
+    if (tid == 128 && t + ST < n_t) {
+      mbar_wait(&empty[st], (t / ST) & 1);  // every warp is done with tile t: its stage takes t + ST
+      issue_q(t + ST);
+    }
+  }
+
+  bf16* dK = a.dk + static_cast<std::size_t>(tok0) * a.ld_dqkv + h * D;
+  bf16* dV = a.dv + static_cast<std::size_t>(tok0) * a.ld_dqkv + h * D;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const int key = key_lo + hi * 8;
+    if (key >= L) continue;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = j * 8 + 2 * (lane & 3);
+      *reinterpret_cast<uint32_t*>(dK + static_cast<std::size_t>(key) * a.ld_dqkv + col) =
+          pack_bf16(dk[4 * j + 2 * hi] * a.scale, dk[4 * j + 2 * hi + 1] * a.scale);
+      *reinterpret_cast<uint32_t*>(dV + static_cast<std::size_t>(key) * a.ld_dqkv + col) =
+          pack_bf16(dv[4 * j + 2 * hi], dv[4 * j + 2 * hi + 1]);
+    }
+  }
+}
+
 template <int D>
 constexpr int pbwd_smem_bytes() {
   return 1024 + (2 * wbwd_bc + 4 * wbwd_br) * D * 2 + 2 * wbwd_bc * wbwd_br * 2 + 4 * wbwd_br * 4;
@@ -1336,7 +1692,7 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
   if (shape.seqs == 0 || shape.seq_len == 0) return {};
   const fwd_args a{q, k, v, out, lse, ld_qkv, ld_out, shape.seq_len, shape.heads, shape.scale * log2e};
   if (impl == attention_impl::automatic) impl = attention_impl::wgmma;  // fastest forward for both head dims
-  if (impl == attention_impl::wgmma) {
+  if (impl == attention_impl::wgmma || impl == attention_impl::wgmma_split) {
     const dim3 grid((shape.seq_len + wfwd_br - 1) / wfwd_br, shape.heads, shape.seqs);
     const std::uint64_t width = static_cast<std::uint64_t>(shape.heads) * shape.head_dim;
     const std::uint64_t tokens = static_cast<std::uint64_t>(shape.seqs) * shape.seq_len;
@@ -1400,8 +1756,12 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
   float* dq_acc = static_cast<float*>(workspace);
   float* delta =
       reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + ((acc_bytes + 255) / 256) * 256);
-  if (auto e = check(cudaMemsetAsync(dq_acc, 0, acc_bytes, stream), "cudaMemsetAsync(dq accumulator)"); !e)
-    return e;
+  if (impl == attention_impl::automatic) impl = attention_impl::wgmma_split;  // fastest for both head dims
+  const bool split = impl == attention_impl::wgmma_split;  // dQ in a kernel of its own: no accumulator
+  if (!split) {
+    if (auto e = check(cudaMemsetAsync(dq_acc, 0, acc_bytes, stream), "cudaMemsetAsync(dq accumulator)"); !e)
+      return e;
+  }
   {
     const long long items = static_cast<long long>(tokens) * shape.heads;
     const int blocks = static_cast<int>((items + 7) / 8);
@@ -1417,9 +1777,46 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
   const bwd_args a{
       q,  k,      v,       dout,    lse,           delta,       dq_acc,      dk,
       dv, ld_qkv, ld_dout, ld_dqkv, shape.seq_len, shape.heads, shape.scale, shape.scale * log2e};
-  if (impl == attention_impl::automatic)
-    impl = D == 128 ? attention_impl::wgmma_basic : attention_impl::mma_sync;
   auto main_pass = [&]() -> expected<void> {
+    if (split) {
+      const dim3 grid_kv((shape.seq_len + wbwd_bc - 1) / wbwd_bc, shape.heads, shape.seqs);
+      const dim3 grid_q((shape.seq_len + wdq_br - 1) / wdq_br, shape.heads, shape.seqs);
+      const std::uint64_t width = static_cast<std::uint64_t>(shape.heads) * D;
+      const std::uint64_t rows = static_cast<std::uint64_t>(tokens);
+      auto tq = dev::make_tensor_map(q, width, rows, ld_qkv, 64, wdq_br);
+      if (!tq) return forward_error(tq);
+      auto tdo = dev::make_tensor_map(dout, width, rows, ld_dout, 64, wdq_br);
+      if (!tdo) return forward_error(tdo);
+      auto tk = dev::make_tensor_map(k, width, rows, ld_qkv, 64, wdq_bc);
+      if (!tk) return forward_error(tk);
+      auto tv = dev::make_tensor_map(v, width, rows, ld_qkv, 64, wdq_bc);
+      if (!tv) return forward_error(tv);
+      auto tq64 = dev::make_tensor_map(q, width, rows, ld_qkv, 64, wbwd_br);
+      if (!tq64) return forward_error(tq64);
+      auto tdo64 = dev::make_tensor_map(dout, width, rows, ld_dout, 64, wbwd_br);
+      if (!tdo64) return forward_error(tdo64);
+      auto run = [&](auto kv_kernel, int kv_smem, auto dq_kernel, int dq_smem) -> expected<void> {
+        if (auto e =
+                check(cudaFuncSetAttribute(kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem),
+                      "cudaFuncSetAttribute(attention_backward_dkdv_pingpong_kernel)");
+            !e)
+          return e;
+        kv_kernel<<<grid_kv, 256, kv_smem, stream>>>(*tq64, *tdo64, *tk, *tv, a);
+        if (auto e = launched("attention_backward_dkdv_pingpong_kernel"); !e) return e;
+        if (auto e =
+                check(cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dq_smem),
+                      "cudaFuncSetAttribute(attention_backward_dq_pingpong_kernel)");
+            !e)
+          return e;
+        dq_kernel<<<grid_q, 256, dq_smem, stream>>>(*tq, *tdo, *tk, *tv, a, dq);
+        return launched("attention_backward_dq_pingpong_kernel");
+      };
+      if (D == 64)
+        return run(attention_backward_dkdv_pingpong_kernel<64>, pkv_smem_bytes<64>(),
+                   attention_backward_dq_pingpong_kernel<64>, pdq_smem_bytes<64>());
+      return run(attention_backward_dkdv_pingpong_kernel<128>, pkv_smem_bytes<128>(),
+                 attention_backward_dq_pingpong_kernel<128>, pdq_smem_bytes<128>());
+    }
     if (impl == attention_impl::wgmma) {
       const dim3 grid((shape.seq_len + wbwd_bc - 1) / wbwd_bc, shape.heads, shape.seqs);
       if (D == 64)
@@ -1444,6 +1841,7 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
                             stream, "attention_backward_kernel", a);
   };
   if (auto e = main_pass(); !e) return e;
+  if (split) return {};
   const int width = shape.heads * D;
   const long long items = static_cast<long long>(tokens) * (width / 8);
   const int blocks = static_cast<int>(std::min<long long>((items + 255) / 256, 65536));

@@ -16,10 +16,14 @@
 //     probabilities in registers as the A operand of P V. Backward: 2 warpgroups x 64 keys over 64-query
 //     tiles; the dQ product of one tile is issued with the next tile's products (one CTA barrier a tile).
 //   wgmma_basic: the same products without the pipelining (cp.async loads, two CTA barriers per tile).
+//   wgmma_split: forward as wgmma; backward in two ping-pong kernels with no atomics: one owns 128 keys
+//     and computes dK, dV over the query tiles after them; one owns 128 queries and recomputes S and dP
+//     over the keys before them for dQ (seven products a tile pair instead of five, no fp32 dQ
+//     accumulator to clear and convert).
 //   mma_sync: mma.sync m16n8k16 kernels, as described above: the portable fallback.
-//   automatic (default): the fastest measured kernel for each pass and head_dim on an H100 (bench/gpu.sh,
-//     docs/PERFORMANCE.md): forward wgmma (ping-pong); backward wgmma_basic for head_dim 128 (2% ahead of
-//     the pipelined one) and mma_sync for head_dim 64 (13% ahead of wgmma there).
+//   automatic (default): the fastest measured kernels on an H100 (bench/gpu.sh, docs/PERFORMANCE.md):
+//     forward wgmma (ping-pong), backward wgmma_split for both head dims (23% less time than
+//     wgmma_basic at head_dim 128, 12% less than mma_sync at 64).
 //
 // head_dim 64 or 128; leading dimensions multiples of 8 and 16-byte aligned bases.
 #pragma once
@@ -30,7 +34,7 @@
 
 namespace loom::cuda {
 
-enum class attention_impl { automatic, wgmma, wgmma_basic, mma_sync };
+enum class attention_impl { automatic, wgmma, wgmma_basic, wgmma_split, mma_sync };
 constexpr attention_impl default_attention_impl = attention_impl::automatic;
 
 struct attention_shape {
@@ -46,7 +50,8 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
                                  int ld_qkv, bf16* out, int ld_out, float* lse, cudaStream_t stream,
                                  attention_impl impl = default_attention_impl);
 
-// Device scratch attention_backward needs (the fp32 dQ accumulator and the per-row dot(dout, out)).
+// Device scratch attention_backward needs (the fp32 dQ accumulator and the per-row dot(dout, out); the
+// split backward uses only the latter).
 std::size_t attention_backward_workspace_bytes(const attention_shape& shape);
 
 // dq, dk, dv (overwritten, bf16, row stride ld_dqkv) from dout, using the forward's out and lse.
