@@ -210,7 +210,7 @@ void bench_attention(const std::string& name, int batch, int seq, int heads, int
   bf16* dout = dalloc<bf16>(std::size_t(T) * hidden);
   bf16* dqkv = dalloc<bf16>(std::size_t(T) * ld);
   float* lse = dalloc<float>(std::size_t(T) * heads);
-  const std::size_t ws = lc::attention_backward_workspace_bytes(s);
+  const std::size_t ws = lc::attention_backward_workspace_bytes(s, impl);
   void* work = dalloc<unsigned char>(ws);
   fill_random(qkv, std::size_t(T) * ld, 1.f, 11);
   fill_random(dout, std::size_t(T) * hidden, 1.f, 12);

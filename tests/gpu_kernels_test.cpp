@@ -250,7 +250,7 @@ void attention_case(int seqs, int len, int heads, int hd) {
     check_close(itag + " forward out", d_out.take(), out, bf16_tol, r.seed);
     check_close(itag + " forward lse", d_lse.take(), lse, 1e-3, r.seed);
 
-    const std::size_t ws = lc::attention_backward_workspace_bytes(gs);
+    const std::size_t ws = lc::attention_backward_workspace_bytes(gs, impl);
     dbuf<unsigned char> d_ws(ws);
     d_ws.poison();
     bf16* g = d_dqkv.get();
@@ -258,6 +258,14 @@ void attention_case(int seqs, int len, int heads, int hd) {
                                       d_dout.get(), hidden, d_lse.get(), g, g + hidden, g + 2 * hidden, ld,
                                       d_ws.get(), ws, nullptr, impl),
                "attention_backward");
+    // The size is per implementation (the split backward needs no dQ accumulator): one byte less fails.
+    if (ws > 0) {
+      const auto short_ws = lc::attention_backward(gs, q, q + hidden, q + 2 * hidden, ld, d_out.get(), hidden,
+                                                   d_dout.get(), hidden, d_lse.get(), g, g + hidden,
+                                                   g + 2 * hidden, ld, d_ws.get(), ws - 1, nullptr, impl);
+      BOOST_CHECK_MESSAGE(!short_ws, itag << ": a workspace one byte short of "
+                                             "attention_backward_workspace_bytes was accepted");
+    }
     const auto got = to_float(d_dqkv.take());
     const char* names[3] = {" backward dq", " backward dk", " backward dv"};
     for (int part = 0; part < 3; ++part) {
@@ -501,9 +509,9 @@ bool all_finite(const dbuf<bf16>& d) {
 // as with one block (or warp) per row, and every output element is written.
 void permute_max_blocks_case(int rows, int k, int experts, int cols, int max_blocks) {
   rnd r;
-  const std::string tag = "permute max_blocks=" + std::to_string(max_blocks) + " rows=" + std::to_string(rows) +
-                          " k=" + std::to_string(k) + " experts=" + std::to_string(experts) +
-                          " cols=" + std::to_string(cols);
+  const std::string tag = "permute max_blocks=" + std::to_string(max_blocks) +
+                          " rows=" + std::to_string(rows) + " k=" + std::to_string(k) +
+                          " experts=" + std::to_string(experts) + " cols=" + std::to_string(cols);
   const auto idx = random_topk(r, rows, k, experts, true);
   const int copies = rows * k;
   dbuf<int> d_idx(idx);
@@ -519,7 +527,9 @@ void permute_max_blocks_case(int rows, int k, int experts, int cols, int max_blo
   for (auto& v : w) v = r.uniform(0.f, 1.f);
   dbuf<bf16> d_x(x), d_eo(eo), d_dy(dy);
   dbuf<float> d_w(w);
-  auto fail = [&](const char* what) { return tag + ": " + what + " differs from the uncapped grid (seed " + std::to_string(r.seed) + ")"; };
+  auto fail = [&](const char* what) {
+    return tag + ": " + what + " differs from the uncapped grid (seed " + std::to_string(r.seed) + ")";
+  };
 
   {  // dispatch
     dbuf<bf16> full(copy_elems), capped(copy_elems);
@@ -544,11 +554,12 @@ void permute_max_blocks_case(int rows, int k, int experts, int cols, int max_blo
       for (int cap : {0, max_blocks}) {
         bf16* out = cap == 0 ? full.get() : capped.get();
         if (combine)
-          require_ok(lc::unpermute_weighted_sum(d_eo.get(), cols, plan.view(), d_w.get(), k, rows, out, accumulate,
-                                                nullptr, cap),
+          require_ok(lc::unpermute_weighted_sum(d_eo.get(), cols, plan.view(), d_w.get(), k, rows, out,
+                                                accumulate, nullptr, cap),
                      "unpermute_weighted_sum");
         else
-          require_ok(lc::permute_rows_backward(d_eo.get(), cols, plan.view(), k, rows, out, accumulate, nullptr, cap),
+          require_ok(lc::permute_rows_backward(d_eo.get(), cols, plan.view(), k, rows, out, accumulate,
+                                               nullptr, cap),
                      "permute_rows_backward");
       }
       const std::string what = std::string(combine ? "unpermute_weighted_sum" : "permute_rows_backward") +
@@ -562,11 +573,11 @@ void permute_max_blocks_case(int rows, int k, int experts, int cols, int max_blo
     dbuf<float> full_w(w.size()), capped_w(w.size());
     for (auto* b : {&full, &capped}) b->poison();
     for (auto* b : {&full_w, &capped_w}) b->poison();
-    require_ok(lc::unpermute_backward(d_dy.get(), d_eo.get(), cols, plan.view(), copies, d_w.get(), k, full.get(),
-                                      full_w.get(), nullptr),
+    require_ok(lc::unpermute_backward(d_dy.get(), d_eo.get(), cols, plan.view(), copies, d_w.get(), k,
+                                      full.get(), full_w.get(), nullptr),
                "unpermute_backward");
-    require_ok(lc::unpermute_backward(d_dy.get(), d_eo.get(), cols, plan.view(), copies, d_w.get(), k, capped.get(),
-                                      capped_w.get(), nullptr, max_blocks),
+    require_ok(lc::unpermute_backward(d_dy.get(), d_eo.get(), cols, plan.view(), copies, d_w.get(), k,
+                                      capped.get(), capped_w.get(), nullptr, max_blocks),
                "unpermute_backward (capped)");
     BOOST_CHECK_MESSAGE(all_finite(full), tag << ": unpermute_backward left rows unwritten");
     BOOST_CHECK_MESSAGE(bits16(capped) == bits16(full), fail("unpermute_backward (rows)"));
@@ -574,7 +585,8 @@ void permute_max_blocks_case(int rows, int k, int experts, int cols, int max_blo
   }
   // A negative cap is a caller error, reported as one.
   dbuf<bf16> scratch(copy_elems);
-  BOOST_CHECK(!lc::permute_rows(d_x.get(), cols, plan.view(), copies, scratch.get(), nullptr, -1).has_value());
+  BOOST_CHECK(
+      !lc::permute_rows(d_x.get(), cols, plan.view(), copies, scratch.get(), nullptr, -1).has_value());
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1225,7 +1237,8 @@ BOOST_AUTO_TEST_SUITE(cuda_libraries)
 BOOST_AUTO_TEST_CASE(cublas_loads_on_first_use) {
   auto api = lc::cublas();
   BOOST_TEST_REQUIRE(api.has_value(), (api ? "" : api.error().message));
-  BOOST_TEST(((*api)->lt_matmul != nullptr && (*api)->gemm_grouped_batched_ex != nullptr && (*api)->create != nullptr));
+  BOOST_TEST(((*api)->lt_matmul != nullptr && (*api)->gemm_grouped_batched_ex != nullptr &&
+              (*api)->create != nullptr));
   BOOST_TEST(std::string((*api)->lt_status_name(CUBLAS_STATUS_SUCCESS)) == "CUBLAS_STATUS_SUCCESS");
   auto again = lc::cublas();  // loaded once
   BOOST_TEST_REQUIRE(again.has_value());

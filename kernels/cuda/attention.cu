@@ -1729,12 +1729,29 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
                           "attention_forward_kernel", a);
 }
 
-std::size_t attention_backward_workspace_bytes(const attention_shape& s) {
+namespace {
+
+// The backward that impl names: automatic picks the fastest measured one (the split, for both head dims).
+attention_impl resolved_backward(attention_impl impl) {
+  return impl == attention_impl::automatic ? attention_impl::wgmma_split : impl;
+}
+
+// Workspace layout: delta (fp32 per row and head), then, padded to 256 bytes, the fp32 dQ accumulator
+// that every backward but the split one needs.
+std::size_t delta_bytes(const attention_shape& s) {
   const std::size_t tokens = static_cast<std::size_t>(s.seqs) * static_cast<std::size_t>(s.seq_len);
-  const std::size_t acc =
-      tokens * static_cast<std::size_t>(s.heads) * static_cast<std::size_t>(s.head_dim) * sizeof(float);
-  const std::size_t delta = tokens * static_cast<std::size_t>(s.heads) * sizeof(float);
-  return ((acc + 255) / 256) * 256 + delta;
+  return tokens * static_cast<std::size_t>(s.heads) * sizeof(float);
+}
+
+std::size_t dq_accumulator_bytes(const attention_shape& s) {
+  return delta_bytes(s) * static_cast<std::size_t>(s.head_dim);
+}
+
+}  // namespace
+
+std::size_t attention_backward_workspace_bytes(const attention_shape& s, attention_impl impl) {
+  if (resolved_backward(impl) == attention_impl::wgmma_split) return delta_bytes(s);
+  return ((delta_bytes(s) + 255) / 256) * 256 + dq_accumulator_bytes(s);
 }
 
 expected<void> attention_backward(const attention_shape& shape, const bf16* q, const bf16* k, const bf16* v,
@@ -1747,19 +1764,21 @@ expected<void> attention_backward(const attention_shape& shape, const bf16* q, c
       !aligned16(k) || !aligned16(v) || !aligned16(out) || !aligned16(dout) || !aligned16(dq) ||
       !aligned16(dk) || !aligned16(dv))
     return invalid("attention_backward: strides must be multiples of 8 elements and bases 16-byte aligned");
-  if (workspace_bytes < attention_backward_workspace_bytes(shape))
+  impl = resolved_backward(impl);
+  if (workspace_bytes < attention_backward_workspace_bytes(shape, impl))
     return invalid("attention_backward: workspace too small (see attention_backward_workspace_bytes)");
   if (shape.seqs == 0 || shape.seq_len == 0) return {};
   const int D = shape.head_dim;
   const int tokens = shape.seqs * shape.seq_len;
-  const std::size_t acc_bytes = static_cast<std::size_t>(tokens) * shape.heads * D * sizeof(float);
-  float* dq_acc = static_cast<float*>(workspace);
-  float* delta =
-      reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + ((acc_bytes + 255) / 256) * 256);
-  if (impl == attention_impl::automatic) impl = attention_impl::wgmma_split;  // fastest for both head dims
   const bool split = impl == attention_impl::wgmma_split;  // dQ in a kernel of its own: no accumulator
+  float* delta = static_cast<float*>(workspace);
+  float* dq_acc = split ? nullptr
+                        : reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) +
+                                                   ((delta_bytes(shape) + 255) / 256) * 256);
   if (!split) {
-    if (auto e = check(cudaMemsetAsync(dq_acc, 0, acc_bytes, stream), "cudaMemsetAsync(dq accumulator)"); !e)
+    if (auto e = check(cudaMemsetAsync(dq_acc, 0, dq_accumulator_bytes(shape), stream),
+                       "cudaMemsetAsync(dq accumulator)");
+        !e)
       return e;
   }
   {

@@ -50,9 +50,11 @@ expected<void> attention_forward(const attention_shape& shape, const bf16* q, co
                                  int ld_qkv, bf16* out, int ld_out, float* lse, cudaStream_t stream,
                                  attention_impl impl = default_attention_impl);
 
-// Device scratch attention_backward needs (the fp32 dQ accumulator and the per-row dot(dout, out); the
-// split backward uses only the latter).
-std::size_t attention_backward_workspace_bytes(const attention_shape& shape);
+// Device scratch attention_backward needs with implementation impl: the per-row dot(dout, out), and for
+// every backward but wgmma_split (the default's) the fp32 dQ accumulator after it. Pass the same impl
+// to attention_backward.
+std::size_t attention_backward_workspace_bytes(const attention_shape& shape,
+                                               attention_impl impl = default_attention_impl);
 
 // dq, dk, dv (overwritten, bf16, row stride ld_dqkv) from dout, using the forward's out and lse.
 expected<void> attention_backward(const attention_shape& shape, const bf16* q, const bf16* k, const bf16* v,
