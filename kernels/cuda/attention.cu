@@ -914,6 +914,33 @@ constexpr int pfwd_smem_bytes() {
   return 1024 + (wfwd_br + 2 * pfwd_stages * wfwd_bc) * D * 2 + (1 + 2 * pfwd_stages) * 8;
 }
 
+// Shared by the three ping-pong kernels: an mbarrier ring of ST stages (full: the stage's TMA bytes
+// landed; empty: all 8 warps are done with it) plus one barrier for the operands loaded once. Thread 0
+// runs it; a __syncthreads() must follow before any thread waits on the barriers.
+template <int ST>
+__device__ __forceinline__ void init_tile_ring(uint64_t* once, uint64_t* full, uint64_t* empty) {
+  mbar_init(once, 1);
+  for (int i = 0; i < ST; ++i) {
+    mbar_init(&full[i], 1);
+    mbar_init(&empty[i], 8);  // one arrival per warp
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// Head h's ROWS x D tile of two [tokens, heads * D] tensors (Q and dO, or K and V) from token row `row`,
+// each as D/64 TMA boxes of ROWS x 128 bytes, completing on `bar` (one expect_tx for both).
+template <int D, int ROWS>
+__device__ __forceinline__ void tma_load_head_tiles(unsigned char* dst_a, const CUtensorMap* map_a,
+                                                    unsigned char* dst_b, const CUtensorMap* map_b,
+                                                    uint64_t* bar, int h, int row) {
+  mbar_expect_tx(bar, 2 * ROWS * D * 2);
+#pragma unroll
+  for (int at = 0; at < D / 64; ++at) {
+    tma_load_2d(dst_a + at * ROWS * 128, map_a, bar, h * D + 64 * at, row);
+    tma_load_2d(dst_b + at * ROWS * 128, map_b, bar, h * D + 64 * at, row);
+  }
+}
+
 template <int D>
 __global__ void __launch_bounds__(256, 1)
     attention_forward_pingpong_kernel(const __grid_constant__ CUtensorMap tq,
@@ -938,23 +965,12 @@ __global__ void __launch_bounds__(256, 1)
   const int tok0 = s * L;
   const int n_kb = (min(L, q0 + BR) - 1) / BC + 1;
 
-  if (tid == 0) {
-    mbar_init(qfull, 1);
-    for (int i = 0; i < ST; ++i) {
-      mbar_init(&full[i], 1);
-      mbar_init(&empty[i], 8);  // one arrival per warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (tid == 0) init_tile_ring<ST>(qfull, full, empty);
   __syncthreads();
   auto issue_kv = [&](int t) {
     const int st = t % ST;
-    mbar_expect_tx(&full[st], 2 * tile_bytes);
-#pragma unroll
-    for (int at = 0; at < D / 64; ++at) {
-      tma_load_2d(pK + st * tile_bytes + at * BC * 128, &tk, &full[st], h * D + 64 * at, tok0 + t * BC);
-      tma_load_2d(pV + st * tile_bytes + at * BC * 128, &tv, &full[st], h * D + 64 * at, tok0 + t * BC);
-    }
+    tma_load_head_tiles<D, BC>(pK + st * tile_bytes, &tk, pV + st * tile_bytes, &tv, &full[st], h,
+                               tok0 + t * BC);
   };
   if (tid == 0) {
     mbar_expect_tx(qfull, BR * D * 2);
@@ -1126,31 +1142,15 @@ __global__ void __launch_bounds__(256, 1)
   const int tok0 = s * L;
   const int n_kb = (min(L, q0 + BR) - 1) / BC + 1;
 
-  if (tid == 0) {
-    mbar_init(qfull, 1);
-    for (int i = 0; i < ST; ++i) {
-      mbar_init(&full[i], 1);
-      mbar_init(&empty[i], 8);  // one arrival per warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (tid == 0) init_tile_ring<ST>(qfull, full, empty);
   __syncthreads();
   auto issue_kv = [&](int t) {
     const int st = t % ST;
-    mbar_expect_tx(&full[st], 2 * tile_bytes);
-#pragma unroll
-    for (int at = 0; at < D / 64; ++at) {
-      tma_load_2d(pK + st * tile_bytes + at * BC * 128, &tk, &full[st], h * D + 64 * at, tok0 + t * BC);
-      tma_load_2d(pV + st * tile_bytes + at * BC * 128, &tv, &full[st], h * D + 64 * at, tok0 + t * BC);
-    }
+    tma_load_head_tiles<D, BC>(pK + st * tile_bytes, &tk, pV + st * tile_bytes, &tv, &full[st], h,
+                               tok0 + t * BC);
   };
   if (tid == 0) {
-    mbar_expect_tx(qfull, 2 * BR * D * 2);
-#pragma unroll
-    for (int at = 0; at < D / 64; ++at) {
-      tma_load_2d(pQ + at * BR * 128, &tq, qfull, h * D + 64 * at, tok0 + q0);
-      tma_load_2d(pO + at * BR * 128, &tdo, qfull, h * D + 64 * at, tok0 + q0);
-    }
+    tma_load_head_tiles<D, BR>(pQ, &tq, pO, &tdo, qfull, h, tok0 + q0);
     for (int t = 0; t < ST && t < n_kb; ++t) issue_kv(t);
   }
   if (wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 takes the first turn
@@ -1293,31 +1293,15 @@ __global__ void __launch_bounds__(256, 1)
   const float* lse = a.lse + (static_cast<std::size_t>(s) * a.heads + h) * L;
   const float* delta = a.delta + (static_cast<std::size_t>(s) * a.heads + h) * L;
 
-  if (tid == 0) {
-    mbar_init(kvfull, 1);
-    for (int i = 0; i < ST; ++i) {
-      mbar_init(&full[i], 1);
-      mbar_init(&empty[i], 8);  // one arrival per warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (tid == 0) init_tile_ring<ST>(kvfull, full, empty);
   __syncthreads();
   auto issue_q = [&](int t) {  // the CTA's t-th query tile
     const int st = t % ST, q0 = (qb_first + t) * BR;
-    mbar_expect_tx(&full[st], 2 * tile_bytes);
-#pragma unroll
-    for (int at = 0; at < D / 64; ++at) {
-      tma_load_2d(pQ + st * tile_bytes + at * BR * 128, &tq, &full[st], h * D + 64 * at, tok0 + q0);
-      tma_load_2d(pO + st * tile_bytes + at * BR * 128, &tdo, &full[st], h * D + 64 * at, tok0 + q0);
-    }
+    tma_load_head_tiles<D, BR>(pQ + st * tile_bytes, &tq, pO + st * tile_bytes, &tdo, &full[st], h,
+                               tok0 + q0);
   };
   if (tid == 0) {
-    mbar_expect_tx(kvfull, 2 * BC * D * 2);
-#pragma unroll
-    for (int at = 0; at < D / 64; ++at) {
-      tma_load_2d(pK + at * BC * 128, &tk, kvfull, h * D + 64 * at, tok0 + k0);
-      tma_load_2d(pV + at * BC * 128, &tv, kvfull, h * D + 64 * at, tok0 + k0);
-    }
+    tma_load_head_tiles<D, BC>(pK, &tk, pV, &tv, kvfull, h, tok0 + k0);
     for (int t = 0; t < ST && t < n_t; ++t) issue_q(t);
   }
   if (wg == 1) named_bar_arrive(1, 256);  // warpgroup 0 takes the first turn
