@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <string>
 
 #include "kernels/cuda/check.hpp"
@@ -25,6 +26,7 @@ struct device_gpu {
 struct component_lane {
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::blas> gemm;
+  std::optional<gm::host_readback> readback;  // comm components: the route plan's page-locked read-back
 };
 
 struct device_rank {
@@ -131,6 +133,7 @@ gm::layer_call call_of(rank_context& ctx, const op_request& op, component_lane& 
   lc.gemm = lane.gemm.get();
   lc.stream = lane.stream;
   lc.max_blocks = op.sms;  // the overlap recipe's SM budget for comm ops (0 for compute ops: no limit)
+  lc.readback = lane.readback ? &*lane.readback : nullptr;
   lc.load = gm::ptr<float>(g.load) + (static_cast<std::size_t>(op.chunk) * ctx.layers_per_chunk + op.layer) * ctx.shape.experts;
   return lc;
 }
@@ -263,6 +266,11 @@ expected<void> attach_gpu(rank_context& ctx, std::shared_ptr<device_gpu> gpu, in
       auto handle = cuda::blas::create();
       if (!handle) return forward_error(handle);
       chunk[role].gemm = std::move(*handle);
+      if (comm) {
+        auto readback = gm::host_readback::create();
+        if (!readback) return forward_error(readback);
+        chunk[role].readback = std::move(*readback);
+      }
     }
   for (auto* s : {&g->p2p, &g->release})
     if (auto ok = check(cudaStreamCreateWithPriority(s, cudaStreamNonBlocking, greatest), "cudaStreamCreate"); !ok) return ok;

@@ -465,6 +465,9 @@ expected<void> run(const options& o) {
   c.gemm = blas->get();
   c.stream = stream.s;
   c.load = lm::ptr<float>(*load);
+  auto readback = lm::host_readback::create();  // as the runtime's dispatch component has
+  if (!readback) return forward_error(readback);
+  c.readback = &*readback;
 
   // Warm-up (the pool grows to its working size, cublasLt picks its algorithms), then the timed runs.
   for (int i = 0; i < o.warmup; ++i)

@@ -1,5 +1,6 @@
 #include "kernels/cuda/model/moe_layer.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/attention.hpp"
@@ -266,16 +267,31 @@ expected<std::vector<device_block>> dispatch_send(const layer_call& c, device_la
   const std::size_t ws = route_plan_workspace_bytes(T, k, slots);
   if (auto e = alloc(c, workspace, ws); !e) return forward_error(e);
   if (auto e = make_route_plan(i32(slot_of), T, k, slots, plan_of(s), workspace->data(), ws, c.stream); !e) return forward_error(e);
-  // The one read-back: how many copies each slot (so each rank) gets.
+  // The one read-back: how many copies each slot (so each rank) gets. Into page-locked memory the copy
+  // is asynchronous, so the permute is enqueued before the host waits, and the host waits for the copy
+  // alone; into pageable memory (no read-back given) the copy itself waits for the stream.
   s.slot_offsets.resize(slots + 1);
-  if (auto e = check(cudaMemcpyAsync(s.slot_offsets.data(), i32(s.plan_offsets), n_of(slots + 1, 4), cudaMemcpyDeviceToHost, c.stream),
+  int* counts = s.slot_offsets.data();
+  if (c.readback) {
+    auto pinned = c.readback->ints(n_of(slots + 1, 1));
+    if (!pinned) return forward_error(pinned);
+    counts = *pinned;
+  }
+  if (auto e = check(cudaMemcpyAsync(counts, i32(s.plan_offsets), n_of(slots + 1, 4), cudaMemcpyDeviceToHost, c.stream),
                      "reading the route plan");
       !e)
     return forward_error(e);
+  if (c.readback)
+    if (auto e = check(cudaEventRecord(c.readback->copied(), c.stream), "reading the route plan"); !e) return forward_error(e);
   dtensor rows;
   if (auto e = alloc_bf16(c, rows, n_of(copies, d)); !e) return forward_error(e);
   if (auto e = permute_rows(b16(s.u), d, plan_of(s), copies, b16(rows), c.stream, c.max_blocks); !e) return forward_error(e);
-  if (auto e = check(cudaStreamSynchronize(c.stream), "reading the route plan"); !e) return forward_error(e);
+  if (c.readback) {
+    if (auto e = check(cudaEventSynchronize(c.readback->copied()), "reading the route plan"); !e) return forward_error(e);
+    std::copy(counts, counts + slots + 1, s.slot_offsets.begin());
+  } else if (auto e = check(cudaStreamSynchronize(c.stream), "reading the route plan"); !e) {
+    return forward_error(e);
+  }
   s.send_offsets.resize(c.ep + 1);
   for (int q = 0; q <= c.ep; ++q) s.send_offsets[q] = s.slot_offsets[n_of(q, local)];
   auto out = split_by_owner(c, s, rows);

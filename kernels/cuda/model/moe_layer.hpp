@@ -17,6 +17,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/model/device_memory.hpp"
 #include "kernels/cuda/model/device_params.hpp"
+#include "kernels/cuda/model/host_readback.hpp"
 #include "kernels/model/config.hpp"
 
 namespace loom::cuda::model {
@@ -45,6 +46,8 @@ struct layer_call {
   cudaStream_t stream = nullptr;
   float* load = nullptr;        // this layer's [experts] routed-copy counters, or null
   int max_blocks = 0;           // comm ops: the overlap recipe's SM budget (one block per SM); 0 = no limit
+  host_readback* readback = nullptr;  // dispatch: the calling component's page-locked read-back, or null
+                                      // (pageable: the host waits for every kernel before the read-back)
   int tokens() const { return seqs * shape->seq_len; }
 };
 
