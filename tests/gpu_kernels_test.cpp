@@ -1103,6 +1103,7 @@ BOOST_AUTO_TEST_CASE(capped_grid_matches_uncapped) {
 #if LOOM_WITH_CUDA
   permute_max_blocks_case(3000, 2, 300, 64, 3);    // vector path, many rows per block
   permute_max_blocks_case(5, 2, 8, 13, 3);         // scalar path
+  permute_max_blocks_case(2000, 4, 16, 1024, 20);  // the runtime's budget at hidden 1024
   permute_max_blocks_case(1000, 6, 64, 2048, 20);  // the layer's shape class, a 20-SM budget
   permute_max_blocks_case(1000, 4, 16, 72, 1);     // one block does everything
   permute_max_blocks_case(7, 2, 4, 64, 100000);    // a cap above the need changes nothing

@@ -7,7 +7,9 @@
 //   2. scan: per slot, an exclusive scan of the counts over chunks; then an exclusive scan over slots
 //      gives offsets; each table entry becomes the chunk's first position for that slot.
 //   3. scatter: position = table[chunk][slot] + rank.
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/permute.hpp"
@@ -125,30 +127,44 @@ bool vec_ok(int cols, const void* a, const void* b) {
   return cols % 8 == 0 && aligned(a) && aligned(b);
 }
 
-// One block per output row at a time, striding over the rows by the grid (the grid may be capped to
-// leave SMs to other work); VEC = 8 moves 16-byte vectors.
+// Row movers run on few SMs when the grid is capped (a comm op's SM budget), so each block moves several
+// rows at once (blockDim.y of them, blockDim.x threads over a row's columns), striding over the rows
+// by the grid; VEC = 8 moves 16-byte vectors.
+constexpr int row_block_threads = 512;
+constexpr int permute_unroll = 4;  // rows a thread loads before it stores any: loads in flight
+
+template <int VEC>
+using row_vec = std::conditional_t<VEC == 8, bf16x8, bf16>;
+
 template <int VEC>
 __global__ void permute_rows_kernel(const bf16* __restrict__ x, int cols, const int* __restrict__ token,
                                     int copies, bf16* __restrict__ out) {
-  for (int row = blockIdx.x; row < copies; row += gridDim.x) {
-    const std::size_t src = static_cast<std::size_t>(token[row]) * cols;
-    const std::size_t dst = static_cast<std::size_t>(row) * cols;
-    if constexpr (VEC == 8) {
-      for (int c = threadIdx.x * 8; c < cols; c += blockDim.x * 8)
-        *reinterpret_cast<bf16x8*>(out + dst + c) = *reinterpret_cast<const bf16x8*>(x + src + c);
-    } else {
-      for (int c = threadIdx.x; c < cols; c += blockDim.x) out[dst + c] = x[src + c];
+  using V = row_vec<VEC>;
+  const int stride = gridDim.x * blockDim.y;
+  for (int row0 = blockIdx.x * blockDim.y + threadIdx.y; row0 < copies; row0 += stride * permute_unroll) {
+    for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
+      V v[permute_unroll];
+#pragma unroll
+      for (int u = 0; u < permute_unroll; ++u) {
+        const int row = row0 + u * stride;
+        if (row < copies) v[u] = *reinterpret_cast<const V*>(x + static_cast<std::size_t>(token[row]) * cols + c);
+      }
+#pragma unroll
+      for (int u = 0; u < permute_unroll; ++u) {
+        const int row = row0 + u * stride;
+        if (row < copies) *reinterpret_cast<V*>(out + static_cast<std::size_t>(row) * cols + c) = v[u];
+      }
     }
   }
 }
 
 // y[t] (+)= sum_j w(t, j) * src[position[t, j]], in j order; weight == null means every weight is 1.
-// One block per token row at a time, striding over the rows by the grid.
+// blockDim.y token rows a block at a time, striding over the rows by the grid.
 template <int VEC>
 __global__ void gather_sum_kernel(const bf16* __restrict__ src, int cols, const int* __restrict__ position,
                                   const float* __restrict__ weight, int k, int rows, bf16* __restrict__ y,
                                   bool accumulate) {
-  for (int t = blockIdx.x; t < rows; t += gridDim.x) {
+  for (int t = blockIdx.x * blockDim.y + threadIdx.y; t < rows; t += gridDim.x * blockDim.y) {
     const std::size_t dst = static_cast<std::size_t>(t) * cols;
     for (int c = threadIdx.x * VEC; c < cols; c += blockDim.x * VEC) {
       float acc[VEC];
@@ -235,6 +251,18 @@ int capped_grid(long long needed, int max_blocks) {
   return static_cast<int>(max_blocks > 0 && needed > max_blocks ? max_blocks : needed);
 }
 
+// A row mover's block: row_threads lanes over the columns, as many rows as fill row_block_threads.
+dim3 row_block(int cols, int vec) {
+  const int lanes = row_threads(cols, vec);
+  return dim3(lanes, std::max(1, row_block_threads / lanes));
+}
+
+// Blocks for `rows` rows of `per_thread` rows each per block row.
+long long row_blocks(long long rows, const dim3& block, int per_thread) {
+  const long long per_block = static_cast<long long>(block.y) * per_thread;
+  return (rows + per_block - 1) / per_block;
+}
+
 }  // namespace
 
 std::size_t route_plan_workspace_bytes(int rows, int k, int experts) {
@@ -286,11 +314,14 @@ expected<void> permute_rows(const bf16* x, int cols, const route_plan_device& pl
   if (cols <= 0 || copies < 0) return invalid("permute_rows: bad shape");
   if (max_blocks < 0) return invalid("permute_rows: max_blocks must be >= 0 (0: no limit)");
   if (copies == 0) return {};
-  const int grid = capped_grid(copies, max_blocks);
   if (vec_ok(cols, x, out)) {
-    permute_rows_kernel<8><<<grid, row_threads(cols, 8), 0, stream>>>(x, cols, plan.token, copies, out);
+    const dim3 block = row_block(cols, 8);
+    const int grid = capped_grid(row_blocks(copies, block, permute_unroll), max_blocks);
+    permute_rows_kernel<8><<<grid, block, 0, stream>>>(x, cols, plan.token, copies, out);
   } else {
-    permute_rows_kernel<1><<<grid, row_threads(cols, 1), 0, stream>>>(x, cols, plan.token, copies, out);
+    const dim3 block = row_block(cols, 1);
+    const int grid = capped_grid(row_blocks(copies, block, permute_unroll), max_blocks);
+    permute_rows_kernel<1><<<grid, block, 0, stream>>>(x, cols, plan.token, copies, out);
   }
   return launched("permute_rows_kernel");
 }
@@ -301,12 +332,15 @@ expected<void> unpermute_weighted_sum(const bf16* expert_out, int cols, const ro
   if (cols <= 0 || rows < 0 || k <= 0) return invalid("unpermute_weighted_sum: bad shape");
   if (max_blocks < 0) return invalid("unpermute_weighted_sum: max_blocks must be >= 0 (0: no limit)");
   if (rows == 0) return {};
-  const int grid = capped_grid(rows, max_blocks);
   if (vec_ok(cols, expert_out, y)) {
-    gather_sum_kernel<8><<<grid, row_threads(cols, 8), 0, stream>>>(expert_out, cols, plan.position,
+    const dim3 block = row_block(cols, 8);
+    const int grid = capped_grid(row_blocks(rows, block, 1), max_blocks);
+    gather_sum_kernel<8><<<grid, block, 0, stream>>>(expert_out, cols, plan.position,
                                                                     topk_weight, k, rows, y, accumulate);
   } else {
-    gather_sum_kernel<1><<<grid, row_threads(cols, 1), 0, stream>>>(expert_out, cols, plan.position,
+    const dim3 block = row_block(cols, 1);
+    const int grid = capped_grid(row_blocks(rows, block, 1), max_blocks);
+    gather_sum_kernel<1><<<grid, block, 0, stream>>>(expert_out, cols, plan.position,
                                                                     topk_weight, k, rows, y, accumulate);
   }
   return launched("gather_sum_kernel(combine)");
@@ -336,13 +370,14 @@ expected<void> permute_rows_backward(const bf16* d_out, int cols, const route_pl
   if (cols <= 0 || rows < 0 || k <= 0) return invalid("permute_rows_backward: bad shape");
   if (max_blocks < 0) return invalid("permute_rows_backward: max_blocks must be >= 0 (0: no limit)");
   if (rows == 0) return {};
-  const int grid = capped_grid(rows, max_blocks);
   if (vec_ok(cols, d_out, dx)) {
-    gather_sum_kernel<8>
-        <<<grid, row_threads(cols, 8), 0, stream>>>(d_out, cols, plan.position, nullptr, k, rows, dx, accumulate);
+    const dim3 block = row_block(cols, 8);
+    const int grid = capped_grid(row_blocks(rows, block, 1), max_blocks);
+    gather_sum_kernel<8><<<grid, block, 0, stream>>>(d_out, cols, plan.position, nullptr, k, rows, dx, accumulate);
   } else {
-    gather_sum_kernel<1>
-        <<<grid, row_threads(cols, 1), 0, stream>>>(d_out, cols, plan.position, nullptr, k, rows, dx, accumulate);
+    const dim3 block = row_block(cols, 1);
+    const int grid = capped_grid(row_blocks(rows, block, 1), max_blocks);
+    gather_sum_kernel<1><<<grid, block, 0, stream>>>(d_out, cols, plan.position, nullptr, k, rows, dx, accumulate);
   }
   return launched("gather_sum_kernel(permute backward)");
 }

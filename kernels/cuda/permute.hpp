@@ -8,8 +8,8 @@
 // in k-slot order, so they do not depend on the copy order.
 //
 // SM budget: the four row movers (dispatch, combine and their backward) take a trailing max_blocks: the
-// grid is capped at that many blocks (0 = no cap: a block, or a warp, per row), which stride over the
-// rows. A block runs on one SM, so the kernel occupies at most max_blocks SMs (the runtime's
+// grid is capped at that many blocks (0 = no cap: enough blocks of a few rows, or of 8 warps of a row
+// each, for every row), which stride over the rows. A block runs on one SM, so the kernel occupies at most max_blocks SMs (the runtime's
 // communication budget, e.g. 20 of 132, while expert GEMMs run beside it). Results do not depend on
 // max_blocks, bit for bit.
 #pragma once
