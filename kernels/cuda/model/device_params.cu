@@ -122,22 +122,11 @@ expected<device_params> device_params::create(device_pool& pool, const loom::mod
   return p;
 }
 
-expected<void*> device_params::staging(std::size_t bytes) {
-  if (bytes <= staging_bytes_) return staging_.get();
-  staging_.reset();
-  staging_bytes_ = 0;
-  void* p = nullptr;
-  if (auto ok = check(cudaMallocHost(&p, bytes), "allocating page-locked staging memory"); !ok) return forward_error(ok);
-  staging_.reset(p);
-  staging_bytes_ = bytes;
-  return p;
-}
-
 expected<void> device_params::upload(const loom::model::param_set& host, const std::vector<loom::model::slot_map>& slots,
                                      cudaStream_t stream) {
   for (auto& t : layout(shape_, host, layers_, edges_)) {
     const std::size_t bytes = t.elements * (t.fp32 ? 4 : 2);
-    auto buffer = staging(bytes);
+    auto buffer = staging_.reserve(bytes, "staging memory");
     if (!buffer) return forward_error(buffer);
     // The staging buffer is reused by the next tensor: the previous copy must be done with it.
     if (auto ok = check(cudaStreamSynchronize(stream), "uploading parameters"); !ok) return ok;
@@ -166,7 +155,7 @@ expected<void> device_params::upload(const loom::model::param_set& host, const s
 expected<void> device_params::download_grads(loom::model::param_set& host, cudaStream_t stream) {
   for (auto& t : layout(shape_, host, layers_, edges_)) {
     if (!t.grad) continue;
-    auto buffer = staging(t.elements * 4);
+    auto buffer = staging_.reserve(t.elements * 4, "staging memory");
     if (!buffer) return forward_error(buffer);
     const auto* g = static_cast<const float*>(*buffer);
     if (auto ok = check(cudaMemcpyAsync(*buffer, t.grad->get()->data(), t.elements * 4, cudaMemcpyDeviceToHost, stream),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cuda/model/device_memory.hpp"
+#include "kernels/cuda/model/page_locked_buffer.hpp"
 #include "kernels/model/config.hpp"
 #include "kernels/model/params.hpp"
 
@@ -53,12 +54,7 @@ class device_params {
  private:
   // Page-locked host memory the copies go through, kept from step to step: the transfers run at full
   // PCIe rate and no step pays page faults for fresh buffers. Grown to the largest tensor on demand.
-  struct host_free {
-    void operator()(void* p) const { cudaFreeHost(p); }
-  };
-  expected<void*> staging(std::size_t bytes);
-  std::unique_ptr<void, host_free> staging_;
-  std::size_t staging_bytes_ = 0;
+  page_locked_buffer staging_;
 
   device_pool* pool_ = nullptr;
   loom::model::model_shape shape_;

@@ -16,15 +16,9 @@ expected<host_readback> host_readback::create() {
 }
 
 expected<int*> host_readback::ints(std::size_t n) {
-  if (n <= capacity_) return ints_.get();
-  ints_.reset();
-  capacity_ = 0;
-  void* p = nullptr;
-  if (auto ok = check(cudaMallocHost(&p, n * sizeof(int)), "allocating page-locked read-back memory"); !ok)
-    return forward_error(ok);
-  ints_.reset(static_cast<int*>(p));
-  capacity_ = n;
-  return ints_.get();
+  auto p = ints_.reserve(n * sizeof(int), "read-back memory");
+  if (!p) return forward_error(p);
+  return static_cast<int*>(*p);
 }
 
 }  // namespace loom::cuda::model

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "kernels/cuda/model/page_locked_buffer.hpp"
 #include "kernels/cuda/types.hpp"
 
 namespace loom::cuda::model {
@@ -27,14 +28,10 @@ class host_readback {
   cudaEvent_t copied() const { return copied_.get(); }
 
  private:
-  struct host_free {
-    void operator()(int* p) const { cudaFreeHost(p); }
-  };
   struct event_destroy {
     void operator()(CUevent_st* e) const { cudaEventDestroy(e); }
   };
-  std::unique_ptr<int, host_free> ints_;
-  std::size_t capacity_ = 0;
+  page_locked_buffer ints_;
   std::unique_ptr<CUevent_st, event_destroy> copied_;
 };
 
