@@ -19,6 +19,7 @@ using cuda::check;
 
 struct device_gpu {
   int device = 0;
+  int sms = 0;  // streaming multiprocessors
   cuda::device_pool pool;
 };
 
@@ -132,7 +133,9 @@ gm::layer_call call_of(rank_context& ctx, const op_request& op, component_lane& 
   lc.pool = &g.gpu->pool;
   lc.gemm = lane.gemm.get();
   lc.stream = lane.stream;
-  lc.max_blocks = op.sms;  // the overlap recipe's SM budget for comm ops (0 for compute ops: no limit)
+  // The overlap recipe's SM budget: comm kernels keep to it, and compute beside them leaves it free.
+  if (is_comm(static_cast<op_kind>(op.kind))) lc.max_blocks = op.sms;
+  else if (op.sms > 0) lc.compute_sms = std::max(1, g.gpu->sms - op.sms);
   lc.readback = lane.readback ? &*lane.readback : nullptr;
   lc.load = gm::ptr<float>(g.load) + (static_cast<std::size_t>(op.chunk) * ctx.layers_per_chunk + op.layer) * ctx.shape.experts;
   return lc;
@@ -243,6 +246,8 @@ expected<std::shared_ptr<device_gpu>> open_gpu(int device) {
   if (auto ok = check(cudaSetDevice(device), "cudaSetDevice"); !ok) return forward_error(ok);
   auto gpu = std::make_shared<device_gpu>();
   gpu->device = device;
+  if (auto ok = check(cudaDeviceGetAttribute(&gpu->sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute"); !ok)
+    return forward_error(ok);
   auto pool = cuda::device_pool::create(device);
   if (!pool) return forward_error(pool);
   gpu->pool = std::move(*pool);

@@ -5,7 +5,8 @@
 // never waits for the GPU, and ops that depend on it wait on its end event, named in their request
 // (op_request::after). Pipeline messages between virtual ranks are device-to-device copies on a
 // per-rank stream, handed over with the event that marks them written; the expert-parallel all-to-all
-// is device copies on the comm components' streams (kernels/cuda/model/moe_layer.hpp). Device memory
+// is device copies on the comm components' streams (kernels/cuda/model/moe_layer.hpp). In an overlapped
+// pair the comm kernels keep to the recipe's SMs and the compute GEMMs leave those SMs free. Device memory
 // comes from one stream-ordered pool per GPU, so after the first step nothing on the hot path asks the
 // driver for memory.
 //

@@ -34,7 +34,7 @@ struct op_request {
   std::int32_t layer = 0;
   std::int32_t microbatch = 0;
   std::int32_t step = 0;
-  std::int32_t sms = 0;        // comm ops: SMs their kernels take from compute (timed, cuda backends)
+  std::int32_t sms = 0;        // SMs of comm kernels: a comm op's budget; a paired compute op leaves them free
   std::vector<std::int32_t> after;  // cuda backend: ops whose end events this op's stream waits on
 };
 

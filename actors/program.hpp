@@ -35,7 +35,7 @@ struct program_op {
   int chunk = 0;         // local chunk
   int layer = 0;         // layer within the chunk (0 for edges and messages)
   int microbatch = 0;    // within the chunk's pipeline
-  int sms = 0;           // comm ops: the SM budget of their kernels
+  int sms = 0;           // comm ops: the SM budget of their kernels; compute ops in a pair: the SMs they leave to comm
   int message = -1;      // recv / send: index of the pipeline message
   int peer = -1;         // recv / send: the other pipeline rank
   tag net_tag;           // recv / send: the message's tag

@@ -613,7 +613,7 @@ const char* impl_name(lc::grouped_impl impl) {
 
 // C[rows of g] = A B_g, checked per group against cpu::gemm; rows past offsets[groups] stay unwritten.
 void grouped_case(lc::grouped_impl impl, lc::weight_layout layout, const std::vector<int>& counts, int n,
-                  int k, int extra_rows, lc::blas* cublas) {
+                  int k, int extra_rows, lc::blas* cublas, int max_ctas = 0) {
   rnd r;
   const int groups = static_cast<int>(counts.size());
   const auto off = offsets_of(counts);
@@ -622,7 +622,7 @@ void grouped_case(lc::grouped_impl impl, lc::weight_layout layout, const std::ve
   const std::string tag = std::string("grouped_gemm ") + (cublas != nullptr ? "cublas" : impl_name(impl)) +
                           (kn ? " x W" : " x W^T") + " groups=" + std::to_string(groups) +
                           " rows=" + std::to_string(used) + " n=" + std::to_string(n) +
-                          " k=" + std::to_string(k);
+                          " k=" + std::to_string(k) + " max_ctas=" + std::to_string(max_ctas);
   auto a = bf16_values(r, static_cast<std::size_t>(rows) * k);
   auto b = bf16_values(r, static_cast<std::size_t>(groups) * k * n, 0.1f);
   std::vector<float> c(static_cast<std::size_t>(rows) * n, 0.f);
@@ -643,7 +643,7 @@ void grouped_case(lc::grouped_impl impl, lc::weight_layout layout, const std::ve
     require_ok(cudaDeviceSynchronize(), "grouped_gemm_cublas (kernel error)");
   } else {
     require_ok(lc::grouped_gemm(d_a.get(), d_b.get(), layout, d_c.get(), d_off.get(), groups, rows, n, k,
-                                nullptr, impl),
+                                nullptr, impl, max_ctas),
                "grouped_gemm");
   }
   const auto got = to_float(d_c.take());
@@ -656,14 +656,14 @@ void grouped_case(lc::grouped_impl impl, lc::weight_layout layout, const std::ve
 }
 
 // C_g += A_g^T B_g (fp32), against cpu::gemm per group; groups without rows keep their values.
-void wgrad_case(lc::grouped_impl impl, const std::vector<int>& counts, int m, int n) {
+void wgrad_case(lc::grouped_impl impl, const std::vector<int>& counts, int m, int n, int max_ctas = 0) {
   rnd r;
   const int groups = static_cast<int>(counts.size());
   const auto off = offsets_of(counts);
   const int rows = off[groups];
   const std::string tag = std::string("grouped_gemm_wgrad ") + impl_name(impl) +
                           " groups=" + std::to_string(groups) + " rows=" + std::to_string(rows) +
-                          " m=" + std::to_string(m) + " n=" + std::to_string(n);
+                          " m=" + std::to_string(m) + " n=" + std::to_string(n) + " max_ctas=" + std::to_string(max_ctas);
   auto a = bf16_values(r, static_cast<std::size_t>(rows) * m);
   auto b = bf16_values(r, static_cast<std::size_t>(rows) * n);
   std::vector<float> c(static_cast<std::size_t>(groups) * m * n);
@@ -679,7 +679,7 @@ void wgrad_case(lc::grouped_impl impl, const std::vector<int>& counts, int m, in
   dbuf<float> d_c(c0);
   dbuf<int> d_off(off);
   require_ok(
-      lc::grouped_gemm_wgrad(d_a.get(), d_b.get(), d_c.get(), d_off.get(), groups, rows, m, n, nullptr, impl),
+      lc::grouped_gemm_wgrad(d_a.get(), d_b.get(), d_c.get(), d_off.get(), groups, rows, m, n, nullptr, impl, max_ctas),
       "grouped_gemm_wgrad");
   const auto got = d_c.take();
   // The increments only, so the random starting values do not hide an error.
@@ -700,11 +700,11 @@ void wgrad_case(lc::grouped_impl impl, const std::vector<int>& counts, int m, in
 
 // ------------------------------------------------------------------------------------------------
 
-void gemm_case(lc::blas& blas, bool ta, bool tb, int m, int n, int k, bool fp32_out) {
+void gemm_case(lc::blas& blas, bool ta, bool tb, int m, int n, int k, bool fp32_out, int sm_target = 0) {
   rnd r;
   const std::string tag = std::string("blas gemm ") + (ta ? "T" : "N") + (tb ? "T" : "N") +
                           " m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
-                          (fp32_out ? " fp32 out, beta=1" : "");
+                          (fp32_out ? " fp32 out, beta=1" : "") + (sm_target > 0 ? " sm_target=" + std::to_string(sm_target) : "");
   auto a = bf16_values(r, static_cast<std::size_t>(m) * k);
   auto b = bf16_values(r, static_cast<std::size_t>(k) * n);
   const int lda = ta ? m : k, ldb = tb ? k : n;
@@ -715,13 +715,13 @@ void gemm_case(lc::blas& blas, bool ta, bool tb, int m, int n, int k, bool fp32_
   dbuf<bf16> d_a(to_bf16(a)), d_b(to_bf16(b));
   if (fp32_out) {
     dbuf<float> d_c(c0);
-    require_ok(blas.gemm(ta, tb, m, n, k, 0.5f, d_a.get(), lda, d_b.get(), ldb, 1.f, d_c.get(), n, nullptr),
+    require_ok(blas.gemm(ta, tb, m, n, k, 0.5f, d_a.get(), lda, d_b.get(), ldb, 1.f, d_c.get(), n, nullptr, sm_target),
                "blas::gemm");
     check_close(tag, d_c.take(), c, 1e-3, r.seed);
   } else {
     dbuf<bf16> d_c(c.size());
     d_c.poison();
-    require_ok(blas.gemm(ta, tb, m, n, k, 0.5f, d_a.get(), lda, d_b.get(), ldb, 0.f, d_c.get(), n, nullptr),
+    require_ok(blas.gemm(ta, tb, m, n, k, 0.5f, d_a.get(), lda, d_b.get(), ldb, 0.f, d_c.get(), n, nullptr, sm_target),
                "blas::gemm");
     check_close(tag, d_c.take(), c, bf16_tol, r.seed);
   }
@@ -1136,6 +1136,19 @@ BOOST_AUTO_TEST_CASE(wgrad_matches_cpu) {
   }
 #endif
 }
+// Beside comm kernels the persistent grid is capped (a few CTAs walk every tile) or, at most, one CTA a
+// tile: the same products either way.
+BOOST_AUTO_TEST_CASE(grouped_grids_of_any_size_match_cpu) {
+#if LOOM_WITH_CUDA
+  for (int ctas : {1, 3, 112, 1 << 20}) {
+    rnd r;
+    const auto counts = random_counts(r, 16, 300);
+    grouped_case(lc::grouped_impl::wgmma, lc::weight_layout::kn, counts, 512, 256, 2, nullptr, ctas);
+    grouped_case(lc::grouped_impl::wgmma, lc::weight_layout::nk, counts, 128, 256, 0, nullptr, ctas);
+    wgrad_case(lc::grouped_impl::wgmma, counts, 256, 512, ctas);
+  }
+#endif
+}
 BOOST_AUTO_TEST_CASE(cublas_grouped_matches_cpu) {
 #if LOOM_WITH_CUDA
   auto blas = lc::blas::create();
@@ -1157,6 +1170,9 @@ BOOST_AUTO_TEST_CASE(cublaslt_matches_cpu) {
       gemm_case(**blas, ta, tb, 64, 24, 200, true);
     }
   gemm_case(**blas, false, false, 1000, 512, 256, false);
+  // Beside comm kernels: a kernel chosen for fewer SMs gives the same product.
+  gemm_case(**blas, false, true, 1000, 512, 256, false, 112);
+  gemm_case(**blas, true, false, 256, 512, 1000, true, 16);
 #endif
 }
 BOOST_AUTO_TEST_SUITE_END()

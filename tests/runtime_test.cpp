@@ -17,6 +17,7 @@
 #include "runtime/exec/overlap_measure.hpp"
 #include "runtime/exec/report_writer.hpp"
 #include "runtime/exec/run.hpp"
+#include "runtime/lower/lowering.hpp"
 
 namespace fs = std::filesystem;
 using namespace loom;
@@ -194,6 +195,36 @@ BOOST_AUTO_TEST_CASE(trace_follows_the_compiled_order) {
       BOOST_TEST(fs::file_size(fs::path(c.e.out_dir) / "timeline.svg") > 1000u);
     }
   }
+}
+
+// Inside an overlapped pair the compute ops leave the recipe's SMs to the comm ops beside them (the
+// cuda backend caps their GEMMs' grids to the rest); outside pairs they may fill the GPU.
+BOOST_AUTO_TEST_CASE(paired_compute_leaves_the_comm_budget_free) {
+  auto c = prepare(experiment_text("dualpipe", 4, 2, 1));
+  const auto low = lower::lower(c.s.sched, {2, 20});
+  int paired = 0, plain = 0;
+  for (std::size_t r = 0; r < low.ranks.size(); ++r) {
+    const auto& prog = low.ranks[r];
+    for (std::size_t a = 0; a < prog.action_ops.size(); ++a) {
+      const bool pair = c.s.sched.programs[r][a].is_pair();
+      int budget = 0;
+      for (int id : prog.action_ops[a])
+        if (actors::is_comm(prog.ops[id].kind)) budget = prog.ops[id].sms;
+      if (pair) BOOST_TEST_REQUIRE(budget > 0);
+      for (int id : prog.action_ops[a]) {
+        const auto& o = prog.ops[id];
+        const bool layer_part = o.kind != actors::op_kind::embed_f && o.kind != actors::op_kind::embed_w &&
+                                o.kind != actors::op_kind::head_f && o.kind != actors::op_kind::head_b &&
+                                o.kind != actors::op_kind::head_w;
+        if (actors::is_comm(o.kind)) BOOST_TEST(o.sms == budget);
+        else if (pair && layer_part) BOOST_TEST(o.sms == budget, actors::to_string(o.kind) << " of a pair on rank " << r);
+        else BOOST_TEST(o.sms == 0, actors::to_string(o.kind) << " outside a pair on rank " << r);
+        (pair ? paired : plain) += !actors::is_comm(o.kind);
+      }
+    }
+  }
+  BOOST_TEST(paired > 0);
+  BOOST_TEST(plain > 0);
 }
 
 // A comm op's span is its send half, its wait for the peers and its receive half: the report counts

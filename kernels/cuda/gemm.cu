@@ -30,7 +30,7 @@ struct blas::impl {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
-  using key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool>;
+  using key = std::tuple<bool, bool, int, int, int, int, int, int, bool, bool, int>;
   std::map<key, cublasLtMatmulAlgo_t> algos;
 };
 
@@ -58,19 +58,19 @@ blas::~blas() {
 
 expected<void> blas::gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
                           int lda, const bf16* b, int ldb, float beta, bf16* c, int ldc,
-                          cudaStream_t stream) {
-  return run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, false, ldc, stream);
+                          cudaStream_t stream, int sm_target) {
+  return run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, false, ldc, stream, sm_target);
 }
 
 expected<void> blas::gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a,
                           int lda, const bf16* b, int ldb, float beta, float* c, int ldc,
-                          cudaStream_t stream) {
-  return run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, true, ldc, stream);
+                          cudaStream_t stream, int sm_target) {
+  return run(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, true, ldc, stream, sm_target);
 }
 
 expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const bf16* a, int lda,
                          const bf16* b, int ldb, float beta, void* c, bool c_fp32, int ldc,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, int sm_target) {
   if (m < 0 || n < 0 || k < 0) return invalid("blas::gemm: negative size");
   if (m == 0 || n == 0) return {};
   // Column-major view: C^T [n x m] = op(B)^T [n x k] * op(A)^T [k x m].
@@ -106,6 +106,13 @@ expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float 
             "cublasLtMatmulDescSetAttribute(TRANSB)");
         !e)
       return e;
+    const int32_t target = sm_target;
+    if (target > 0)
+      if (auto e = lt_check(api().lt_matmul_desc_set_attribute(op, CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, &target,
+                                                                 sizeof(target)),
+                            "cublasLtMatmulDescSetAttribute(SM_COUNT_TARGET)");
+          !e)
+        return e;
     if (auto e = lt_check(api().lt_matrix_layout_create(&la, CUDA_R_16BF, b_rows, b_cols, ldb),
                           "cublasLtMatrixLayoutCreate(B)");
         !e)
@@ -118,7 +125,7 @@ expected<void> blas::run(bool trans_a, bool trans_b, int m, int n, int k, float 
             lt_check(api().lt_matrix_layout_create(&lc, c_type, n, m, ldc), "cublasLtMatrixLayoutCreate(C)");
         !e)
       return e;
-    const impl::key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, c_fp32, beta != 0.f};
+    const impl::key key{trans_a, trans_b, m, n, k, lda, ldb, ldc, c_fp32, beta != 0.f, target};
     auto found = impl_->algos.find(key);
     if (found == impl_->algos.end()) {
       if (auto e = lt_check(api().lt_preference_create(&pref), "cublasLtMatmulPreferenceCreate"); !e)

@@ -492,7 +492,7 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 
 template <int BN, int STAGES, int MINB, bool KG, bool A_MN, bool B_MN>
 expected<void> launch_wgmma(const CUtensorMap& ta, const CUtensorMap& tb, const grouped_args& p,
-                            int upper_tiles, cudaStream_t stream) {
+                            int upper_tiles, int max_ctas, cudaStream_t stream) {
   auto kernel = wg::grouped_kernel<BN, STAGES, MINB, KG, A_MN, B_MN>;
   constexpr int smem = wg::shape<BN, STAGES>::smem_bytes;
   if (auto e = check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
@@ -501,7 +501,8 @@ expected<void> launch_wgmma(const CUtensorMap& ta, const CUtensorMap& tb, const 
     return e;
   auto sms = sm_count();
   if (!sms) return forward_error(sms);
-  const int grid = std::max(1, std::min(*sms * MINB, upper_tiles));
+  const int ctas = max_ctas > 0 ? max_ctas : *sms * MINB;
+  const int grid = std::max(1, std::min(ctas, upper_tiles));
   kernel<<<grid, wg::threads, smem, stream>>>(ta, tb, p);
   return launched("wgmma grouped GEMM kernel");
 }
@@ -525,7 +526,8 @@ expected<void> launch_mma(const bf16* a, const bf16* b, const grouped_args& p, d
 }  // namespace
 
 expected<void> grouped_gemm(const bf16* a, const bf16* b, weight_layout layout, bf16* c, const int* offsets,
-                            int groups, int rows, int n, int k, cudaStream_t stream, grouped_impl impl) {
+                            int groups, int rows, int n, int k, cudaStream_t stream, grouped_impl impl,
+                            int max_ctas) {
   if (groups <= 0 || groups > max_groups) return invalid("grouped_gemm: need 0 < groups <= 1024");
   if (rows < 0 || n <= 0 || k <= 0 || n % 8 != 0 || k % 8 != 0)
     return invalid("grouped_gemm: n and k must be positive multiples of 8");
@@ -548,15 +550,16 @@ expected<void> grouped_gemm(const bf16* a, const bf16* b, weight_layout layout, 
   if (!tb) return forward_error(tb);
   const int upper = ((rows + wg::bm - 1) / wg::bm + groups) * ((n + bn - 1) / bn);
   if (wide) {
-    return kn ? launch_wgmma<256, 4, 1, false, false, true>(*ta, *tb, p, upper, stream)
-              : launch_wgmma<256, 4, 1, false, false, false>(*ta, *tb, p, upper, stream);
+    return kn ? launch_wgmma<256, 4, 1, false, false, true>(*ta, *tb, p, upper, max_ctas, stream)
+              : launch_wgmma<256, 4, 1, false, false, false>(*ta, *tb, p, upper, max_ctas, stream);
   }
-  return kn ? launch_wgmma<128, 4, 1, false, false, true>(*ta, *tb, p, upper, stream)
-            : launch_wgmma<128, 4, 1, false, false, false>(*ta, *tb, p, upper, stream);
+  return kn ? launch_wgmma<128, 4, 1, false, false, true>(*ta, *tb, p, upper, max_ctas, stream)
+            : launch_wgmma<128, 4, 1, false, false, false>(*ta, *tb, p, upper, max_ctas, stream);
 }
 
 expected<void> grouped_gemm_wgrad(const bf16* a, const bf16* b, float* c, const int* offsets, int groups,
-                                  int rows, int m, int n, cudaStream_t stream, grouped_impl impl) {
+                                  int rows, int m, int n, cudaStream_t stream, grouped_impl impl,
+                                  int max_ctas) {
   if (groups <= 0 || groups > max_groups) return invalid("grouped_gemm_wgrad: need 0 < groups <= 1024");
   if (rows < 0 || m <= 0 || n <= 0 || m % 8 != 0 || n % 8 != 0)
     return invalid("grouped_gemm_wgrad: m and n must be positive multiples of 8");
@@ -575,8 +578,8 @@ expected<void> grouped_gemm_wgrad(const bf16* a, const bf16* b, float* c, const 
   auto tb = make_tensor_map(b, n, rows, n, 64, 64);
   if (!tb) return forward_error(tb);
   const int upper = groups * ((m + wg::bm - 1) / wg::bm) * ((n + bn - 1) / bn);
-  return wide ? launch_wgmma<256, 4, 1, true, true, true>(*ta, *tb, p, upper, stream)
-              : launch_wgmma<128, 4, 1, true, true, true>(*ta, *tb, p, upper, stream);
+  return wide ? launch_wgmma<256, 4, 1, true, true, true>(*ta, *tb, p, upper, max_ctas, stream)
+              : launch_wgmma<128, 4, 1, true, true, true>(*ta, *tb, p, upper, max_ctas, stream);
 }
 
 expected<void> grouped_gemm_cublas(blas& handle, const bf16* a, const bf16* b, weight_layout layout, bf16* c,

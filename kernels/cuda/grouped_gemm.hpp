@@ -18,6 +18,10 @@
 //
 // Requirements: k, n (and m for wgrad) multiples of 8, 16-byte aligned pointers, groups <= 1024; `rows` is
 // the allocated row count of A and C (offsets[groups] <= rows), known on the host.
+//
+// `max_ctas` caps the wgmma kernel's persistent grid (0: one CTA per SM). A persistent CTA holds its SM
+// until the whole GEMM ends, so a GEMM beside communication kernels leaves them the SMs they were
+// given by taking fewer (the overlap recipe's "compute gets the rest"); mma_sync ignores it.
 #pragma once
 
 #include "kernels/cuda/gemm.hpp"
@@ -38,12 +42,12 @@ constexpr grouped_impl default_grouped_impl = grouped_impl::wgmma;
 // a: [rows, k]; b: [groups] x (k x n or n x k); c: [rows, n] (rows outside every group are not written).
 expected<void> grouped_gemm(const bf16* a, const bf16* b, weight_layout layout, bf16* c, const int* offsets,
                             int groups, int rows, int n, int k, cudaStream_t stream,
-                            grouped_impl impl = default_grouped_impl);
+                            grouped_impl impl = default_grouped_impl, int max_ctas = 0);
 
 // a: [rows, m]; b: [rows, n]; c: fp32 [groups, m, n], accumulated (groups with no rows are left as they are).
 expected<void> grouped_gemm_wgrad(const bf16* a, const bf16* b, float* c, const int* offsets, int groups,
                                   int rows, int m, int n, cudaStream_t stream,
-                                  grouped_impl impl = default_grouped_impl);
+                                  grouped_impl impl = default_grouped_impl, int max_ctas = 0);
 
 // The cuBLAS comparison (cublasGemmGroupedBatchedEx): the same product as grouped_gemm, but the group
 // sizes must be on the host (host_offsets: [groups + 1]); pointer arrays go through `scratch` (device

@@ -108,7 +108,7 @@ class lowerer {
     o.chunk = st.chunk;
     o.layer = layer;
     o.microbatch = st.microbatch;
-    o.sms = is_comm(kind) ? sms : 0;
+    o.sms = sms;
     ro.ops.push_back(std::move(o));
     int id = static_cast<int>(ro.ops.size() - 1);
     (is_comm(kind) ? ro.comm_queue : ro.compute_queue).push_back(id);
@@ -171,7 +171,9 @@ class lowerer {
             const int side = static_cast<int>(it.side);
             const int idx = schedule::item_index(it, fpair);
             if (idx < 0 || layer_of[side] < 0 || (it.weight && !full_b)) continue;
-            cur.id[idx] = add(ro, a, kind_of(it), *step_of[side], layer_of[side], sms);
+            // Comm kernels keep to the recipe's SMs; inside a pair, compute leaves those SMs to them.
+            const op_kind kind = kind_of(it);
+            cur.id[idx] = add(ro, a, kind, *step_of[side], layer_of[side], is_comm(kind) || pair ? sms : 0);
           }
         const auto& deps = schedule::recipe_dependencies(fpair);
         for (int i = 0; i < 10; ++i)

@@ -34,16 +34,19 @@ int* i32(const dtensor& t) { return ptr<int>(t); }
 
 // Row-major products through cuBLASLt. C[m, n] = A[m, k] B[k, n] (+ beta C).
 expected<void> mm(const layer_call& c, const bf16* a, const bf16* b, bf16* out, int m, int k, int n, float beta = 0.f) {
-  return c.gemm->gemm(false, false, m, n, k, 1.f, a, k, b, n, beta, out, n, c.stream);
+  return c.gemm->gemm(false, false, m, n, k, 1.f, a, k, b, n, beta, out, n, c.stream, c.compute_sms);
 }
 // C[m, n] = A[m, k] B[n, k]^T (+ beta C).
 expected<void> mm_bt(const layer_call& c, const bf16* a, const bf16* b, bf16* out, int m, int k, int n, float beta = 0.f) {
-  return c.gemm->gemm(false, true, m, n, k, 1.f, a, k, b, k, beta, out, n, c.stream);
+  return c.gemm->gemm(false, true, m, n, k, 1.f, a, k, b, k, beta, out, n, c.stream, c.compute_sms);
 }
+// The experts' persistent GEMM grids beside comm ops: no more CTAs than the SMs compute may fill.
+int grouped_ctas(const layer_call& c) { return c.compute_sms; }
+
 // G[in, out] += A[rows, in]^T B[rows, out] (fp32 gradient).
 expected<void> wgrad(const layer_call& c, const bf16* a, const bf16* b, float* g, int rows, int in, int out) {
   if (rows == 0) return {};
-  return c.gemm->gemm(true, false, in, out, rows, 1.f, a, in, b, out, 1.f, g, out, c.stream);
+  return c.gemm->gemm(true, false, in, out, rows, 1.f, a, in, b, out, 1.f, g, out, c.stream, c.compute_sms);
 }
 
 expected<void> copy_rows(const layer_call& c, bf16* dst, const bf16* src, std::size_t rows) {
@@ -237,7 +240,8 @@ expected<void> attention_forward(const layer_call& c, device_layer_state& s) {
   if (auto e = rmsnorm_forward(b16(s.h), b16(P.norm2), b16(s.u), f32(s.inv2), T, d, m.norm_eps, c.stream); !e) return e;
   dtensor logits;  // fp32 [T, E]
   if (auto e = alloc_f32(c, logits, n_of(T, E)); !e) return e;
-  if (auto e = c.gemm->gemm(false, false, T, E, d, 1.f, b16(s.u), d, b16(P.router), E, 0.f, f32(logits), E, c.stream); !e) return e;
+  if (auto e = c.gemm->gemm(false, false, T, E, d, 1.f, b16(s.u), d, b16(P.router), E, 0.f, f32(logits), E, c.stream, c.compute_sms); !e)
+    return e;
   if (m.router_skew != 0.f)
     if (auto e = add_router_skew(f32(logits), T, E, m.router_skew, c.token_seed, c.first_token, c.stream); !e) return e;
   if (auto e = alloc_f32(c, s.scores, n_of(T, E)); !e) return e;
@@ -343,12 +347,12 @@ expected<void> mlp_forward(const layer_call& c, device_layer_state& s) {
   if (auto e = alloc_bf16(c, s.out, n_of(n, d)); !e) return e;
   if (n > 0) {
     if (auto e = grouped_gemm(b16(s.in_rows), b16(P.experts_w13), weight_layout::kn, b16(s.h13), i32(s.expert_offsets_dev), local,
-                              n, 2 * f, d, c.stream);
+                              n, 2 * f, d, c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
     if (auto e = swiglu_forward(b16(s.h13), b16(s.h13) + f, 2 * f, b16(s.act), f, n, f, c.stream); !e) return e;
     if (auto e = grouped_gemm(b16(s.act), b16(P.experts_w2), weight_layout::kn, b16(s.out), i32(s.expert_offsets_dev), local, n, d,
-                              f, c.stream);
+                              f, c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
   }
@@ -409,7 +413,7 @@ expected<void> mlp_backward_input(const layer_call& c, device_layer_state& s) {
   if (n > 0) {
     // d act = d out W2^T, into the first half of dh13 (swiglu_backward may read dact where it writes dh1).
     if (auto e = grouped_gemm(b16(s.d_rows), b16(P.experts_w2), weight_layout::nk, b16(s.dh13), i32(s.expert_offsets_dev), local,
-                              n, f, d, c.stream);
+                              n, f, d, c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
     // dact sits at dh13 with row stride 2f: the grouped GEMM wrote [n, f] densely, so move it first.
@@ -422,7 +426,7 @@ expected<void> mlp_backward_input(const layer_call& c, device_layer_state& s) {
         !e)
       return e;
     if (auto e = grouped_gemm(b16(s.dh13), b16(P.experts_w13), weight_layout::nk, b16(s.dx_rows), i32(s.expert_offsets_dev), local,
-                              n, d, 2 * f, c.stream);
+                              n, d, 2 * f, c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
   }
@@ -502,10 +506,11 @@ expected<void> mlp_backward_weight(const layer_call& c, device_layer_state& s) {
   const int n = s.expert_offsets[local];
   if (n > 0) {
     if (auto e = grouped_gemm_wgrad(b16(s.in_rows), b16(s.dh13), f32(P.g_experts_w13), i32(s.expert_offsets_dev), local, n, d, 2 * f,
-                                    c.stream);
+                                    c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
-    if (auto e = grouped_gemm_wgrad(b16(s.act), b16(s.d_rows), f32(P.g_experts_w2), i32(s.expert_offsets_dev), local, n, f, d, c.stream);
+    if (auto e = grouped_gemm_wgrad(b16(s.act), b16(s.d_rows), f32(P.g_experts_w2), i32(s.expert_offsets_dev), local, n, f, d,
+                                    c.stream, default_grouped_impl, grouped_ctas(c));
         !e)
       return e;
   }

@@ -46,6 +46,7 @@ struct layer_call {
   cudaStream_t stream = nullptr;
   float* load = nullptr;        // this layer's [experts] routed-copy counters, or null
   int max_blocks = 0;           // comm ops: the overlap recipe's SM budget (one block per SM); 0 = no limit
+  int compute_sms = 0;          // compute ops beside comm ops: the SMs their GEMMs may fill; 0 = all
   host_readback* readback = nullptr;  // dispatch: the calling component's page-locked read-back, or null
                                       // (pageable: the host waits for every kernel before the read-back)
   int tokens() const { return seqs * shape->seq_len; }
