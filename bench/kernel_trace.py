@@ -14,7 +14,6 @@ import collections
 import csv
 import re
 import subprocess
-import sys
 
 COMM_KERNELS = re.compile(r"permute_rows|gather_sum|unpermute|plan_count|plan_scan|plan_scatter|choose_slots")
 
@@ -52,15 +51,21 @@ def union(intervals):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("csv")
+    ap.add_argument("csv", nargs="+", help="one file per process; each is summarised on its own")
     ap.add_argument("--from-ms", type=float, default=0.0)
     args = ap.parse_args()
+    for path in args.csv:
+        summarise(path, args.from_ms)
+
+
+def summarise(path, from_ms):
     rows = []
-    with open(args.csv) as f:
+    with open(path) as f:
         for r in csv.DictReader(f):
             rows.append(r)
     if not rows:
-        sys.exit(f"{args.csv}: no records")
+        print(f"{path}: no records")
+        return
     for r in rows:
         for k in ("start", "end", "queued", "submitted", "grid", "block"):
             r[k] = int(r[k])
@@ -69,10 +74,10 @@ def main():
     for r in rows:
         r["short"] = pretty[r["name"]] if r["what"] == "kernel" else r["what"]
     t0 = min(r["start"] for r in rows)
-    rows = [r for r in rows if r["start"] - t0 >= args.from_ms * 1e6]
+    rows = [r for r in rows if r["start"] - t0 >= from_ms * 1e6]
     comm_streams = {r["stream"] for r in rows if r["what"] == "kernel" and COMM_KERNELS.search(r["name"])}
     span = (max(r["end"] for r in rows) - min(r["start"] for r in rows)) / 1e6
-    print(f"{len(rows)} records over {span:.1f} ms; {len(comm_streams)} comm streams")
+    print(f"{path}: {len(rows)} records over {span:.1f} ms; {len(comm_streams)} comm streams")
     by_class = collections.defaultdict(list)
     for r in rows:
         by_class["comm" if r["stream"] in comm_streams else "compute"].append(r)
