@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# bench/gpu.sh BUNDLE_DIR: on a GPU machine, run the GPU kernel tests, then the kernel benchmarks from the
-# bundle (gpu_kernels_bench) and the PyTorch peer (bench/torch_peer.py), then one MoE layer forward +
-# backward (moe_layer_bench) and its PyTorch peer (torch_peer.py moe: eager and torch.compile), all on the
-# same GPU, and print a short table last. BUNDLE_DIR is what ../shared/tools/gpu-bundle made (binaries +
+# bench/gpu.sh BUNDLE_DIR: on a GPU machine, run the GPU kernel tests and the GPU runtime tests (whole runs
+# on the cuda backend against the cpu one), then the kernel benchmarks from the bundle (gpu_kernels_bench)
+# and the PyTorch peer (bench/torch_peer.py), then one MoE layer forward + backward (moe_layer_bench) and
+# its PyTorch peer (torch_peer.py moe: eager and torch.compile), then DualPipe on one GPU
+# (examples/gpu-dualpipe.toml: the overlap of its F&B pairs), all on the same GPU, and print a short table
+# last. BUNDLE_DIR is what ../shared/tools/gpu-bundle made (binaries +
 # lib/). Logs go to $OUT when set. A binary missing from the bundle is reported and its part skipped; the
 # exit status is non-zero when a test failed or a run failed, timed out or was skipped.
 #
 #   bash bench/gpu.sh gpu-bundle
-#   LOOM_GPU_PARTS="layer" bash bench/gpu.sh gpu-bundle   # only some of: tests kernels layer
+#   LOOM_GPU_PARTS="layer" bash bench/gpu.sh gpu-bundle   # only some of: tests runtime kernels layer overlap
+#   LOOM_GPU_KERNEL_TRACE=1 ...   # the overlap part also runs once under bench/kernel_trace.cpp (slower)
 set -uo pipefail
 bundle=${1:?usage: bench/gpu.sh BUNDLE_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 logs=${OUT:-$(mktemp -d)}
 work=$(mktemp -d)  # per-suite test logs; $logs gets them concatenated
-parts=" ${LOOM_GPU_PARTS:-tests kernels layer} "
+parts=" ${LOOM_GPU_PARTS:-tests runtime kernels layer overlap} "
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 failed=""    # test suites that failed
 problems=""  # runs that failed, timed out or had no binary
@@ -35,7 +38,8 @@ note() {
     problems="$problems $1(rc=$2)"
   fi
 }
-for f in bench.txt torch.txt layer.txt torch_moe.txt gpu.txt; do : >"$logs/$f"; done
+for f in bench.txt torch.txt layer.txt torch_moe.txt gpu.txt overlap.txt; do : >"$logs/$f"; done
+echo '{}' >"$logs/dualpipe_report.json"
 
 # cuBLAS: the system's, or else PyTorch's wheel copy.
 probe=""
@@ -93,6 +97,18 @@ EOF
   echo "tests failed:${failed:- none} ($((SECONDS - start)) s)"
 fi
 
+if [[ "$parts" == *" runtime "* ]] && have gpu_runtime_tests; then
+  echo "== GPU runtime tests (cuda backend against cpu)"
+  start=$SECONDS
+  timeout 300 "$bundle/gpu_runtime_tests" --log_level=test_suite --report_level=short --color_output=no \
+    >"$logs/runtime_tests.log" 2>&1
+  rc=$?
+  grep -E "error|fail|Leaving test case" "$logs/runtime_tests.log" | head -20
+  tail -2 "$logs/runtime_tests.log" | sed "s/^/  [gpu_runtime_tests] /"
+  [ $rc -eq 0 ] || failed="$failed gpu_runtime_tests(rc=$rc)"
+  echo "(runtime tests: $((SECONDS - start)) s)"
+fi
+
 if [[ "$parts" == *" kernels "* ]]; then
   start=$SECONDS
   echo "== loom kernels"
@@ -119,7 +135,36 @@ if [[ "$parts" == *" layer "* ]]; then
   echo "(layer: $((SECONDS - start)) s)"
 fi
 
-python3 - "$logs/bench.txt" "$logs/torch.txt" "$logs/gpu.txt" "$logs/layer.txt" "$logs/torch_moe.txt" <<'EOF'
+if [[ "$parts" == *" overlap "* ]] && have loom && have loom-engine; then
+  start=$SECONDS
+  echo "== DualPipe on one GPU (examples/gpu-dualpipe.toml, 2 steps): overlap of the F&B pairs"
+  timeout 240 "$bundle/loom" run "$here/../examples/gpu-dualpipe.toml" --set steps=2 --out "$work/dualpipe" \
+    >"$logs/dualpipe.txt" 2>&1
+  note "loom run gpu-dualpipe" $?
+  tail -3 "$logs/dualpipe.txt"
+  if [ -f "$work/dualpipe/report.json" ]; then
+    cp "$work/dualpipe/report.json" "$logs/dualpipe_report.json"
+    python3 "$here/overlap.py" "$work/dualpipe/trace.json" | tee "$logs/overlap.txt"
+  fi
+  if [ "${LOOM_GPU_KERNEL_TRACE:-0}" = 1 ]; then
+    if [ -f "$bundle/lib/libloom_kernel_trace.so" ]; then
+      echo "== the same run under the kernel tracer"
+      CUDA_INJECTION64_PATH="$bundle/lib/libloom_kernel_trace.so" LOOM_KERNEL_TRACE="$work/kernels.%p.csv" \
+        timeout 300 "$bundle/loom" run "$here/../examples/gpu-dualpipe.toml" --set steps=2 --out "$work/dualpipe-traced" \
+        >"$logs/dualpipe_traced.txt" 2>&1
+      note "loom run gpu-dualpipe (traced)" $?
+      python3 "$here/kernel_trace.py" "$work"/kernels.*.csv | tee "$logs/kernels.txt"
+    else
+      echo "MISSING: $bundle/lib/libloom_kernel_trace.so (bundle build/lib/libloom_kernel_trace.so and libcupti)"
+      problems="$problems kernel_trace(missing)"
+    fi
+  fi
+  echo "(overlap: $((SECONDS - start)) s)"
+fi
+
+python3 - "$logs/bench.txt" "$logs/torch.txt" "$logs/gpu.txt" "$logs/layer.txt" "$logs/torch_moe.txt" \
+  "$logs/dualpipe_report.json" "$logs/overlap.txt" <<'EOF'
+import json
 import sys
 def read(path, tag):
     d = {}
@@ -189,6 +234,38 @@ if any(k.startswith("comp_") for k in lay):
     print(f"| mlp (experts, shared expert) | {c('mlp_fwd')} | {c('mlp_bwd_input')} | {c('mlp_bwd_weight')} |")
     print(f"| combine (weighted sum; send + receive) | {c('combine_fwd')} | {c('combine_bwd')} | |")
     print(f"| sum of the components / the whole run | {f(lay, 'comp_sum_ms', '{:.3f}')} / {f(lay, 'fwd_bwd_ms', '{:.3f}')} | | |")
+# DualPipe on one GPU: report.json's measured.comm (last step) and bench/overlap.py on the trace.
+try:
+    report = json.load(open(sys.argv[6]))
+except (OSError, ValueError):
+    report = {}
+comm = report.get("measured", {}).get("comm", {})
+ov = {}
+try:
+    for line in open(sys.argv[7], errors="replace"):
+        p = line.split()
+        if len(p) >= 2:
+            try:
+                ov[p[0]] = float(p[1])
+            except ValueError:
+                pass
+except OSError:
+    pass
+if comm or ov:
+    hidden = comm.get("pair_hidden_fraction")
+    print()
+    print("| DualPipe on one GPU, examples/gpu-dualpipe.toml, last step | loom | reference | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    met = "n/a" if hidden is None else ("met" if hidden >= 0.8 else "missed")
+    print(f"| comm hidden under the same rank's compute, F&B pairs ({comm.get('pairs', 'n/a')} pairs) | "
+          f"{f(comm, 'pair_hidden_fraction', '{:.3f}')} | | | >= 0.80: {met} |")
+    print(f"| ... comm busy / wait inside the pairs (ms, all virtual ranks) | {f(comm, 'pair_busy')} / {f(comm, 'pair_wait')} | | | |")
+    po = ov.get("pair_over_f_plus_b")
+    print(f"| median F&B pair against median F + median B (ms, both steps) | {f(ov, 'pair_ms', '{:.2f}')} | {f(ov, 'f_plus_b_ms', '{:.2f}')} | "
+          f"{f(ov, 'pair_over_f_plus_b', '{:.3f}')} | < 1: {'n/a' if po is None else ('met' if po < 1 else 'missed')} |")
+    ms, pred = report.get("measured", {}).get("makespan"), report.get("predicted", {}).get("makespan")
+    print(f"| makespan (ms), measured against the simulator | {'n/a' if ms is None else f'{ms:.1f}'} | "
+          f"{'n/a' if pred is None else f'{pred:.1f}'} | {ratio(ms, pred)} | |")
 EOF
 echo "tests failed:${failed:- none}; runs failed, timed out or skipped:${problems:- none}"
 [ -z "$failed" ] && [ -z "$problems" ]
