@@ -1,8 +1,6 @@
 #include "runtime/transport/ucx_transport.hpp"
 
-#include <malloc.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
@@ -19,12 +17,10 @@
 
 #include "actors/transport_collectives.hpp"
 #include "runtime/transport/background_free.hpp"
+#include "runtime/transport/receive_memory.hpp"
 #include "runtime/transport/ucx_matching.hpp"
 #include "runtime/transport/ucx_wire.hpp"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "runtime/transport/ucx_worker_lock.hpp"
 
 namespace loom::transport {
 
@@ -34,14 +30,6 @@ namespace wire = ucx_wire;
 
 std::string ucs_text(ucs_status_t s) { return ucs_status_string(s); }
 std::string unreachable(int peer) { return "rank " + std::to_string(peer) + " is unreachable"; }
-
-void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 // How long the progress thread keeps polling after the last message before it sleeps on the worker's
 // event descriptor. Waking costs tens of microseconds (more on a loaded machine), so a burst of traffic
@@ -62,42 +50,6 @@ constexpr int sleep_idle_ms = 100;
 // Receives of at least this size allocate their buffer with the worker unlocked (zero-filling and
 // faulting in megabytes must not hold up a sender on another thread).
 constexpr std::size_t unlock_to_allocate = std::size_t{256} << 10;
-
-// Receive buffers of at least this size are faulted in as transparent huge pages. glibc maps every
-// allocation above 32 MiB afresh (and a window of large ones outgrows its heaps), so each such
-// receive would take a page fault per 4 KiB and its free an unmap as long: at 64 MiB that cost more
-// than the transfer. Asking for huge pages (where the kernel allows them: THP "madvise" or "always")
-// and faulting them in at once makes it a quarter.
-constexpr std::size_t huge_receive = std::size_t{8} << 20;
-void fault_in_huge(void* data, std::size_t bytes) {
-  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  const std::uintptr_t begin = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
-  const std::uintptr_t end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
-  if (end <= begin) return;
-  // Advice only: an older kernel (no MADV_POPULATE_WRITE before 5.14) or THP "never" leaves the
-  // pages to be faulted in by the zero fill, as without it.
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#ifdef MADV_POPULATE_WRITE
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
-#endif
-}
-
-// Keeps the process's freed blocks of up to 32 MiB for reuse. Every payload a rank receives is
-// allocated here and freed by its consumer; with glibc's defaults a block of a megabyte or more is a
-// fresh mapping (or heap growth that the next free trims away), faulted in 4 KiB at a time, so each
-// receive paid page faults and each free an unmap, on both sides of a transfer: at 1 to 16 MiB over
-// shared memory that halved the bandwidth. 32 MiB is the largest block glibc lets its heaps serve;
-// larger ones stay mappings (see fault_in_huge). This is process-wide, so it is done once, and not
-// where the user tunes malloc already (GLIBC_TUNABLES naming glibc.malloc).
-void keep_freed_blocks() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const char* tunables = std::getenv("GLIBC_TUNABLES");
-    if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
-    ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    ::mallopt(M_TRIM_THRESHOLD, 1 << 30);  // give memory back only past a GiB of free heap
-  });
-}
 
 // Whether UCX_TLS names only shared-memory transports (which cannot report a failed peer).
 bool shared_memory_only() {
@@ -127,46 +79,6 @@ ucp_err_handling_mode_t peer_error_mode() {
   const bool peer = asked != nullptr && std::strcmp(asked, "1") == 0;
   return peer && !shared_memory_only() ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
 }
-
-// The UCP worker is used by the progress thread and by every thread that sends, one at a time (UCX's
-// SERIALIZED mode). The progress thread keeps the lock from one polling round to the next and lets go
-// only when it has something to hand on, before it sleeps, or when a sender says it is waiting: an
-// idle round then costs one atomic load, not a lock and an unlock (which were a third of an idle
-// round over shared memory). A waiting sender spins, then yields; it never sleeps in the kernel, so
-// the progress thread lets go without a system call to wake it. After the sender, the progress
-// thread takes the lock back (it holds back while `waiting` is non-zero).
-class worker_lock {
- public:
-  void lock_for_send() {
-    waiting_.fetch_add(1, std::memory_order_acq_rel);
-    acquire();
-    waiting_.fetch_sub(1, std::memory_order_release);
-  }
-  void lock_for_progress() {
-    for (unsigned spins = 0; waiting_.load(std::memory_order_acquire) > 0; ++spins) back_off(spins);
-    acquire();
-  }
-  // Whether a sender is waiting for the lock (the holder should let go).
-  bool wanted() const { return waiting_.load(std::memory_order_acquire) > 0; }
-  void unlock() { locked_.store(false, std::memory_order_release); }
-
- private:
-  // Spinning, then yielding the core, then short naps: a holder that keeps the lock long (a shutdown
-  // flushing its sends) does not keep a waiter busy.
-  static void back_off(unsigned spins) {
-    if (spins < 64) cpu_relax();
-    else if (spins < 64 + 1024) std::this_thread::yield();
-    else std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
-  void acquire() {
-    for (unsigned spins = 0;; ++spins) {
-      if (!locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire)) return;
-      back_off(spins);
-    }
-  }
-  std::atomic<bool> locked_{false};
-  std::atomic<int> waiting_{0};
-};
 
 // A message being received: a payload in one message, or a lead and its bodies. Kept per sender in
 // the order the messages were probed, and handed on in that order once complete, so payloads reach
