@@ -13,6 +13,7 @@
 #   LOOM_GPU_KERNEL_TRACE=1 ...   # the overlap part also runs once under bench/kernel_trace.cpp (slower)
 set -uo pipefail
 bundle=${1:?usage: bench/gpu.sh BUNDLE_DIR}
+bundle=$(cd "$bundle" && pwd) || { echo "gpu.sh: no bundle folder $1" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
 logs=${OUT:-$(mktemp -d)}
 work=$(mktemp -d)  # per-suite test logs; $logs gets them concatenated
