@@ -16,6 +16,7 @@ bundle=${1:?usage: bench/gpu.sh BUNDLE_DIR}
 bundle=$(cd "$bundle" && pwd) || { echo "gpu.sh: no bundle folder $1" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
 logs=${OUT:-$(mktemp -d)}
+mkdir -p "$logs"
 work=$(mktemp -d)  # per-suite test logs; $logs gets them concatenated
 parts=" ${LOOM_GPU_PARTS:-tests runtime kernels layer overlap} "
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
