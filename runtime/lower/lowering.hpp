@@ -8,7 +8,8 @@
 // holding the first stage embeds tokens before its first layer; one holding the last stage runs the
 // head and loss after its last layer (and the head's backward before its first backward layer).
 // Overlapped pairs interleave their two chunks layer by layer in the order of the schedule's recipe
-// (DeepSeek-V3's when it names none); other actions run their layers in plain order. An action's
+// (DeepSeek-V3's when it names none), and their layer ops carry the recipe's comm SM budget (comm ops
+// keep to it, compute ops leave it free); other actions run their layers in plain order. An action's
 // components wait for its pipeline inputs; its outputs are sent once all its components are done.
 #pragma once
 
