@@ -168,14 +168,19 @@ python3 - "$logs/bench.txt" "$logs/torch.txt" "$logs/gpu.txt" "$logs/layer.txt" 
   "$logs/dualpipe_report.json" "$logs/overlap.txt" <<'EOF'
 import json
 import sys
-def read(path, tag):
+def read(path, tag=None):
+    """'TAG name value' lines (or, without a tag, 'name value ...' lines) as {name: value}."""
     d = {}
     try:
         for line in open(path, errors="replace"):
             p = line.split()
-            if len(p) == 3 and p[0] == tag:
+            if tag is not None:
+                if len(p) != 3 or p[0] != tag:
+                    continue
+                p = p[1:]
+            if len(p) >= 2:
                 try:
-                    d[p[1]] = float(p[2])
+                    d[p[0]] = float(p[1])
                 except ValueError:
                     pass
     except OSError:
@@ -242,17 +247,7 @@ try:
 except (OSError, ValueError):
     report = {}
 comm = report.get("measured", {}).get("comm", {})
-ov = {}
-try:
-    for line in open(sys.argv[7], errors="replace"):
-        p = line.split()
-        if len(p) >= 2:
-            try:
-                ov[p[0]] = float(p[1])
-            except ValueError:
-                pass
-except OSError:
-    pass
+ov = read(sys.argv[7])  # bench/overlap.py: "name value  (what)"
 if comm or ov:
     hidden = comm.get("pair_hidden_fraction")
     print()
